@@ -1,0 +1,238 @@
+"""Encoders for P3M-Net: the published ResNet-34-mp and any timm ``features_only`` model.
+
+Every encoder is an ``nn.Module`` with the same small interface:
+
+- ``out_channels``: six channel widths, for features at strides 1, 2, 4, 8, 16 and 32;
+- ``forward(image) -> (features, indices)``: ``features`` is the list of those six maps,
+  ``indices`` the five max-pool index maps (for unpooling 2->1, 4->2, 8->4, 16->8, 32->16),
+  or an empty list when the encoder has none (the matting decoder then upsamples bilinearly);
+- ``arch_config() -> dict``: plain values that rebuild the same architecture
+  (``build_encoder``), stored in the project's checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+STRIDES = (1, 2, 4, 8, 16, 32)
+
+
+class ResNet34MP(nn.Module):
+    """The published ResNet-34 with max-pool downsampling (every pool remembers its indices).
+
+    Stride-1 ``conv1`` and layers; five ``MaxPool2d(3, 2, 1)`` do all the downsampling. Module
+    names are those of torchvision's ResNet-34, so ImageNet weights load directly. The unused
+    ImageNet head ``fc`` is kept, frozen, only so that checkpoints carry it as published.
+
+    Args:
+        weights_path: optional local file with ImageNet weights (torchvision ResNet-34 format or
+            the published ``r34mp_pretrained_imagenet.pth.tar``).
+        pretrained: download torchvision's ImageNet ResNet-34 weights (needs the network).
+    """
+
+    out_channels = (64, 64, 64, 128, 256, 512)
+
+    def __init__(self, weights_path: str | None = None, pretrained: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=1, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.layer1 = self._make_layer(64, 64, 3)
+        self.layer2 = self._make_layer(64, 128, 4)
+        self.layer3 = self._make_layer(128, 256, 6)
+        self.layer4 = self._make_layer(256, 512, 3)
+        self.fc = nn.Linear(512, 1000).requires_grad_(False)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if weights_path is not None:
+            load_imagenet_weights(self, weights_path)
+        elif pretrained:
+            from torchvision.models import ResNet34_Weights
+
+            state = ResNet34_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+            self.load_state_dict(state)
+
+    @staticmethod
+    def _make_layer(in_ch: int, out_ch: int, blocks: int) -> nn.Sequential:
+        downsample = None
+        if in_ch != out_ch:
+            downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)
+            )
+        layers = [BasicBlock(in_ch, out_ch, 1, downsample)]
+        layers += [BasicBlock(out_ch, out_ch) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``x``: ``(B, 3, H, W)`` normalised image -> six features and five pool indices."""
+        e0 = self.relu(self.bn1(self.conv1(x)))
+        e0p, id0 = self.pool(e0)
+        e1p, id1 = self.pool(e0p)
+        e1 = self.layer1(e1p)
+        e2p, id2 = self.pool(e1)
+        e2 = self.layer2(e2p)
+        e3p, id3 = self.pool(e2)
+        e3 = self.layer3(e3p)
+        e4p, id4 = self.pool(e3)
+        e4 = self.layer4(e4p)
+        return [e0, e0p, e1, e2, e3, e4], [id0, id1, id2, id3, id4]
+
+    def arch_config(self) -> dict[str, Any]:
+        """Plain values that rebuild this architecture (weights not included)."""
+        return {"type": "resnet34_mp"}
+
+
+class Stem(nn.Module):
+    """Shallow features an encoder lacks: stride 1 and, if asked, stride 2.
+
+    Two ``conv3x3 -> BN -> ReLU`` blocks at full size, then one strided block when the encoder
+    has no stride-2 level (as the journal P3M-Net does for Swin-T).
+    """
+
+    def __init__(self, channels: tuple[int, int], with_stride2: bool) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.full = nn.Sequential(_cbr(3, c1, 1), _cbr(c1, c1, 1))
+        self.half = _cbr(c1, c2, 2) if with_stride2 else None
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Returns ``[stride1]`` or ``[stride1, stride2]``."""
+        f1 = self.full(x)
+        return [f1] if self.half is None else [f1, self.half(f1)]
+
+
+def _cbr(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TimmEncoder(nn.Module):
+    """Any timm model with ``features_only`` support, at strides 1 to 32.
+
+    The deepest four levels (strides 4, 8, 16, 32) come from the timm model; stride 2 too when
+    the model has it (ResNets, EfficientNets), otherwise the ``Stem`` provides it (ConvNeXt,
+    Swin); stride 1 always comes from the ``Stem``. Channels-last (NHWC) feature outputs of
+    transformer models are permuted to NCHW.
+
+    Args:
+        name: timm model name, e.g. ``resnet50``, ``efficientnet_b0``, ``convnext_tiny``,
+            ``swin_tiny_patch4_window7_224``.
+        pretrained: let timm fetch ImageNet weights from its hub (needs the network).
+        weights_path: local file with the timm model's weights instead.
+        stem_channels: widths of the stem's stride-1 and stride-2 features.
+        model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = False,
+        weights_path: str | None = None,
+        stem_channels: tuple[int, int] = (32, 64),
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        self.name = name
+        self.stem_channels = tuple(stem_channels)
+        self.model_kwargs = dict(model_kwargs or {})
+        probe = timm.create_model(name, features_only=True, pretrained=False, **self.model_kwargs)
+        reductions = list(probe.feature_info.reduction())
+        wanted = [r for r in (2, 4, 8, 16, 32) if r in reductions]
+        missing = {4, 8, 16, 32} - set(wanted)
+        if missing:
+            raise ValueError(
+                f"timm model {name!r} has feature strides {reductions}; P3M-Net needs "
+                f"strides 4, 8, 16 and 32 (missing {sorted(missing)})."
+            )
+        # The last feature at each stride is the deepest one with that resolution.
+        out_indices = [max(i for i, r in enumerate(reductions) if r == s) for s in wanted]
+        del probe
+        self.model = timm.create_model(
+            name,
+            features_only=True,
+            out_indices=out_indices,
+            pretrained=pretrained and weights_path is None,
+            **self.model_kwargs,
+        )
+        if weights_path is not None:
+            load_imagenet_weights(self.model, weights_path)
+        timm_channels = list(self.model.feature_info.channels())
+        self.nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
+        has_stride2 = wanted[0] == 2
+        self.stem = Stem(self.stem_channels, with_stride2=not has_stride2)
+        stem_out = [self.stem_channels[0]] + ([] if has_stride2 else [self.stem_channels[1]])
+        self.out_channels = tuple(stem_out + timm_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``x``: ``(B, 3, H, W)`` -> six features (strides 1..32) and no indices."""
+        deep = self.model(x)
+        if self.nhwc:
+            deep = [f.permute(0, 3, 1, 2) for f in deep]
+        return self.stem(x) + list(deep), []
+
+    def arch_config(self) -> dict[str, Any]:
+        """Plain values that rebuild this architecture (weights not included)."""
+        return {
+            "type": "timm",
+            "name": self.name,
+            "stem_channels": list(self.stem_channels),
+            "model_kwargs": self.model_kwargs,
+        }
+
+
+def build_encoder(config: dict[str, Any]) -> nn.Module:
+    """Rebuild an encoder from ``arch_config()`` values, without pretrained weights.
+
+    Only the encoder types of this module are accepted, so a checkpoint cannot name arbitrary
+    code to construct.
+    """
+    kind = config.get("type")
+    if kind == "resnet34_mp":
+        return ResNet34MP()
+    if kind == "timm":
+        return TimmEncoder(
+            name=str(config["name"]),
+            stem_channels=tuple(config.get("stem_channels", (32, 64))),
+            model_kwargs=dict(config.get("model_kwargs") or {}),
+        )
+    raise ValueError(f"unknown encoder type {kind!r}; expected 'resnet34_mp' or 'timm'")
+
+
+def load_imagenet_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a local ImageNet classification checkpoint into an encoder.
+
+    Accepts a bare state dict or one wrapped under ``state_dict`` / ``model``, with or without
+    a ``module.`` prefix (DataParallel). Keys the encoder does not have (e.g. a classifier head
+    of a timm model) are ignored; encoder keys the file lacks raise an error naming them.
+    """
+    from p3m_lightning.models.checkpoint import CheckpointError, read_checkpoint
+
+    state = read_checkpoint(path)
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    if missing:
+        raise CheckpointError(
+            f"{path}: not an ImageNet checkpoint for this encoder; {len(missing)} weights are "
+            f"missing, e.g. {missing[:5]}"
+        )
+    shaped = {k: v for k, v in state.items() if k in own}
+    wrong = [k for k, v in shaped.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise CheckpointError(f"{path}: weights with the wrong shape: {wrong[:10]}")
+    module.load_state_dict(shaped, strict=False)

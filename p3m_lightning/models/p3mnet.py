@@ -1,0 +1,143 @@
+"""P3M-Net (Li, Ma, Zhang, Tao, ACM MM 2021) with a swappable encoder."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from p3m_lightning.models.blocks import DBFI, SBFI, TFI, decoder_stage
+from p3m_lightning.models.encoders import ResNet34MP, build_encoder
+
+
+class P3MOutput(NamedTuple):
+    """What P3M-Net predicts for a batch of ``(B, 3, H, W)`` images.
+
+    Attributes:
+        global_logits: ``(B, 3, H, W)`` raw logits of the semantic decoder (0 background,
+            1 transition, 2 foreground).
+        local: ``(B, 1, H, W)`` alpha of the matting decoder, in [0, 1].
+        fusion: ``(B, 1, H, W)`` fused alpha in [0, 1]: ``local`` where the semantic argmax
+            is "transition", 1 where "foreground", 0 where "background".
+        side2: ``(B, 3, H, W)`` logits of the dBFI side head at stride 8.
+        side1: ``(B, 3, H, W)`` logits of the dBFI side head at stride 4.
+        side0: ``(B, 3, H, W)`` logits of the dBFI side head at stride 2.
+    """
+
+    global_logits: torch.Tensor
+    local: torch.Tensor
+    fusion: torch.Tensor
+    side2: torch.Tensor
+    side1: torch.Tensor
+    side0: torch.Tensor
+
+
+def fuse(global_logits: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """Fused alpha: ``local`` on the predicted transition, 1 on foreground, 0 on background."""
+    cls = global_logits.argmax(dim=1, keepdim=True)
+    return local * (cls == 1).to(local.dtype) + (cls == 2).to(local.dtype)
+
+
+def check_input_size(height: int, width: int) -> None:
+    """Raise ``ValueError`` unless both sides are positive multiples of 32."""
+    if height % 32 == 0 and width % 32 == 0 and height > 0 and width > 0:
+        return
+
+    def options(n: int) -> str:
+        lo, hi = (n // 32) * 32, (n // 32 + 1) * 32
+        return f"{hi}" if lo == 0 else f"{lo} or {hi}"
+
+    raise ValueError(
+        f"P3M-Net needs height and width that are multiples of 32, got {height}x{width}; "
+        f"nearest valid height: {options(height)}, width: {options(width)}. "
+        "Resize or pad the image (the test strategies in p3m_lightning.inference do this)."
+    )
+
+
+class P3MNet(nn.Module):
+    """P3M-Net: a shared encoder, a semantic decoder with dBFI, a matting decoder with TFI/sBFI.
+
+    Decoder widths follow the encoder's ``out_channels`` ``(c1, c2, c4, c8, c16, c32)`` (by
+    stride); with ``ResNet34MP`` this is exactly the published network (39.5 M parameters)
+    and its checkpoint names, less the ``resnet.``/``encoderN.`` naming that
+    ``p3m_lightning.models.checkpoint`` translates.
+
+    Args:
+        encoder: an encoder from ``p3m_lightning.models.encoders`` (default ``ResNet34MP()``).
+    """
+
+    def __init__(self, encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder if encoder is not None else ResNet34MP()
+        c1, c2, c4, c8, c16, c32 = self.encoder.out_channels
+        self.tfi_3 = TFI(c16)
+        self.tfi_2 = TFI(c8)
+        self.tfi_1 = TFI(c4)
+        self.tfi_0 = TFI(c2)
+        self.sbfi_2 = SBFI(c8, 8, c1)
+        self.sbfi_1 = SBFI(c4, 4, c1)
+        self.sbfi_0 = SBFI(c2, 2, c1)
+        self.dbfi_2 = DBFI(c8, 4, c32)
+        self.dbfi_1 = DBFI(c4, 8, c32)
+        self.dbfi_0 = DBFI(c2, 16, c32)
+        self.decoder4_g = decoder_stage([c32, c32, c32, c16], upsample=True)
+        self.decoder3_g = decoder_stage([c16, c16, c16, c8], upsample=True)
+        self.decoder2_g = decoder_stage([c8, c8, c8, c4], upsample=True)
+        self.decoder1_g = decoder_stage([c4, c4, c4, c2], upsample=True)
+        self.decoder0_g = decoder_stage([c2, c2, c2], upsample=True, head=3)
+        self.decoder4_l = decoder_stage([c32, c32, c32, c16], upsample=False)
+        self.decoder3_l = decoder_stage([c16, c16, c16, c8], upsample=False)
+        self.decoder2_l = decoder_stage([c8, c8, c8, c4], upsample=False)
+        self.decoder1_l = decoder_stage([c4, c4, c4, c2], upsample=False)
+        self.decoder0_l = decoder_stage([c2, c2, c1], upsample=False)
+        self.decoder_final_l = nn.Conv2d(c1, 1, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> P3MOutput:
+        """Predict trimap logits and alpha.
+
+        Args:
+            image: ``(B, 3, H, W)`` ImageNet-normalised RGB; H and W multiples of 32.
+
+        Returns:
+            A ``P3MOutput``; every map has the input's height and width.
+        """
+        check_input_size(image.shape[-2], image.shape[-1])
+        (e0, e0p, e1, e2, e3, e4), indices = self.encoder(image)
+
+        def up(x: torch.Tensor, level: int) -> torch.Tensor:
+            if indices:
+                return F.max_unpool2d(x, indices[level], kernel_size=2, stride=2)
+            return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+        d4g = self.decoder4_g(e4)
+        d3g = self.decoder3_g(d4g)
+        d2g, side2 = self.dbfi_2(d3g, e4)
+        d2g = self.decoder2_g(d2g)
+        d1g, side1 = self.dbfi_1(d2g, e4)
+        d1g = self.decoder1_g(d1g)
+        d0g, side0 = self.dbfi_0(d1g, e4)
+        global_logits = self.decoder0_g(d0g)
+
+        d4l = up(self.decoder4_l(e4), 4)
+        d3l = self.tfi_3(d4g, d4l, e3)
+        d3l = up(self.decoder3_l(d3l), 3)
+        d2l = self.sbfi_2(self.tfi_2(d3g, d3l, e2), e0)
+        d2l = up(self.decoder2_l(d2l), 2)
+        d1l = self.sbfi_1(self.tfi_1(d2g, d2l, e1), e0)
+        d1l = up(self.decoder1_l(d1l), 1)
+        d0l = self.sbfi_0(self.tfi_0(d1g, d1l, e0p), e0)
+        d0l = up(self.decoder0_l(d0l), 0)
+        local = torch.sigmoid(self.decoder_final_l(d0l))
+
+        return P3MOutput(global_logits, local, fuse(global_logits, local), side2, side1, side0)
+
+    def arch_config(self) -> dict[str, Any]:
+        """Plain values that rebuild this architecture (``build_p3mnet``)."""
+        return {"encoder": self.encoder.arch_config()}
+
+
+def build_p3mnet(config: dict[str, Any]) -> P3MNet:
+    """Rebuild a P3M-Net from ``P3MNet.arch_config()`` values (weights not loaded)."""
+    return P3MNet(build_encoder(dict(config.get("encoder", {"type": "resnet34_mp"}))))
