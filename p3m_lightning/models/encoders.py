@@ -100,12 +100,12 @@ class Stem(nn.Module):
         super().__init__()
         c1, c2 = channels
         self.full = nn.Sequential(_cbr(3, c1, 1), _cbr(c1, c1, 1))
-        self.half = _cbr(c1, c2, 2) if with_stride2 else None
+        self.down = _cbr(c1, c2, 2) if with_stride2 else None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Returns ``[stride1]`` or ``[stride1, stride2]``."""
         f1 = self.full(x)
-        return [f1] if self.half is None else [f1, self.half(f1)]
+        return [f1] if self.down is None else [f1, self.down(f1)]
 
 
 def _cbr(c_in: int, c_out: int, stride: int) -> nn.Sequential:

@@ -108,7 +108,9 @@ class P3MNet(nn.Module):
 
         def up(x: torch.Tensor, level: int) -> torch.Tensor:
             if indices:
-                return F.max_unpool2d(x, indices[level], kernel_size=2, stride=2)
+                # Overlapping 3x3 pools give duplicate indices; NCHW unpooling resolves them in
+                # a fixed order (as the reference), channels-last unpooling races on them.
+                return F.max_unpool2d(x.contiguous(), indices[level], kernel_size=2, stride=2)
             return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
         d4g = self.decoder4_g(e4)

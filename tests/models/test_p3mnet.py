@@ -1,0 +1,150 @@
+"""P3M-Net against the published reference: conformance vectors, shapes, sizes, encoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from p3m_lightning.models import P3MNet, P3MOutput, ResNet34MP, TimmEncoder, load_model
+from tests.conftest import DATA
+
+FIELDS = {
+    "global": "global_logits",
+    "local": "local",
+    "fusion": "fusion",
+    "side2": "side2",
+    "side1": "side1",
+    "side0": "side0",
+}
+
+
+@pytest.fixture(scope="module")
+def golden_outputs(golden_checkpoint) -> tuple[dict[str, np.ndarray], P3MOutput]:
+    ref = dict(np.load(DATA / "p3mnet_r34_forward.npz"))
+    model = load_model(golden_checkpoint)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(ref["input"]))
+    return ref, out
+
+
+@pytest.mark.parametrize("name", ["global", "side2", "side1", "side0"])
+def test_logits_match_reference(golden_outputs, name: str) -> None:
+    ref, out = golden_outputs
+    ours = getattr(out, FIELDS[name]).numpy()
+    expected = ref[name]
+    rel = np.abs(ours - expected).max() / np.abs(expected).max()
+    assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+
+
+def test_local_matches_reference(golden_outputs) -> None:
+    ref, out = golden_outputs
+    assert np.abs(out.local.numpy() - ref["local"]).max() < 1e-4
+
+
+def test_fusion_matches_reference_except_near_ties(golden_outputs) -> None:
+    ref, out = golden_outputs
+    diff = np.abs(out.fusion.numpy() - ref["fusion"])[:, 0]
+    top2 = np.sort(ref["global"], axis=1)[:, -2:]
+    near_tie = (top2[:, 1] - top2[:, 0]) < 1e-3
+    assert diff[~near_tie].max() < 1e-4
+    assert (diff > 1e-4).mean() < 1e-3
+
+
+def test_published_architecture_size() -> None:
+    model = P3MNet()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 39.4e6 < n_params < 39.6e6
+    assert isinstance(model.encoder, ResNet34MP)
+
+
+def test_output_is_named_and_shaped() -> None:
+    model = P3MNet().eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 64, 96))
+    assert isinstance(out, P3MOutput)
+    assert out.global_logits.shape == (1, 3, 64, 96)
+    assert out.local.shape == out.fusion.shape == (1, 1, 64, 96)
+    assert 0.0 <= float(out.local.min()) and float(out.local.max()) <= 1.0
+    assert set(torch.unique(out.fusion[out.fusion != out.local]).tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(("h", "w", "hint"), [(100, 96, "96 or 128"), (64, 20, "32")])
+def test_bad_input_size_names_valid_sizes(h: int, w: int, hint: str) -> None:
+    with pytest.raises(ValueError, match=f"{h}x{w}") as err:
+        P3MNet()(torch.randn(1, 3, h, w))
+    assert hint in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "levels_from_timm"),
+    [("resnet18", 5), ("convnext_atto", 4)],
+)
+def test_timm_encoders_random_weights(name: str, levels_from_timm: int) -> None:
+    encoder = TimmEncoder(name)
+    assert len(encoder.model.feature_info.channels()) == levels_from_timm
+    assert len(encoder.out_channels) == 6
+    model = P3MNet(encoder).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        out = model(x)
+        feats, indices = model.encoder(x)
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, 8, 4, 2]
+    assert [f.shape[1] for f in feats] == list(encoder.out_channels)
+    assert indices == []
+    assert out.local.shape == (2, 1, 64, 64)
+    assert torch.isfinite(out.global_logits).all()
+
+
+def test_timm_encoder_trains() -> None:
+    model = P3MNet(TimmEncoder("resnet18")).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(t.float().mean() for t in out).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_resnet34mp_imagenet_weights_from_local_file(tmp_path) -> None:
+    import torchvision
+
+    reference = torchvision.models.resnet34()
+    path = tmp_path / "resnet34_imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = ResNet34MP(weights_path=str(path))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value), key
+
+
+def test_published_r34mp_imagenet_format(tmp_path) -> None:
+    source = ResNet34MP()
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}
+    path = tmp_path / "r34mp_pretrained_imagenet.pth.tar"
+    torch.save(wrapped, path)
+    encoder = ResNet34MP(weights_path=str(path))
+    assert torch.equal(encoder.conv1.weight, source.conv1.weight)
+
+
+def test_imagenet_file_for_wrong_network_is_named(tmp_path) -> None:
+    path = tmp_path / "not_resnet.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, path)
+    with pytest.raises(RuntimeError, match="not_resnet.pth.*missing"):
+        ResNet34MP(weights_path=str(path))
+
+
+def test_timm_encoder_weights_from_local_file(tmp_path) -> None:
+    import timm
+
+    source = timm.create_model("resnet18")
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    encoder = TimmEncoder("resnet18", weights_path=str(path))
+    assert torch.equal(encoder.model.conv1.weight, source.conv1.weight)
+
+
+def test_inference_is_repeatable_in_channels_last(golden_checkpoint) -> None:
+    # Overlapping pools yield duplicate unpooling indices; resolving them must not race.
+    model = load_model(golden_checkpoint)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        first = model(x).local
+        assert all(torch.equal(first, model(x).local) for _ in range(4))
