@@ -126,16 +126,22 @@ class DBFI(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, 3)
 
-    def forward(self, semantic: torch.Tensor, e4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, semantic: torch.Tensor, e4: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the refined semantic feature (like ``semantic``) and ``(B, 3, H, W)`` logits."""
         e4_up = F.interpolate(
-            self.transform2(e4), scale_factor=float(self.stride), mode="bilinear",
+            self.transform2(e4),
+            scale_factor=float(self.stride),
+            mode="bilinear",
             align_corners=False,
         )
         x = torch.cat((self.transform1(semantic), e4_up), dim=1)
         out = self.relu(self.bn1(self.conv1(x))) + semantic
         side = F.interpolate(
-            self.conv2(out), scale_factor=float(self.side_scale), mode="bilinear",
+            self.conv2(out),
+            scale_factor=float(self.side_scale),
+            mode="bilinear",
             align_corners=False,
         )
         return out, side

@@ -65,7 +65,7 @@ def test_output_is_named_and_shaped() -> None:
     assert isinstance(out, P3MOutput)
     assert out.global_logits.shape == (1, 3, 64, 96)
     assert out.local.shape == out.fusion.shape == (1, 1, 64, 96)
-    assert 0.0 <= float(out.local.min()) and float(out.local.max()) <= 1.0
+    assert float(out.local.min()) >= 0.0 and float(out.local.max()) <= 1.0
     assert set(torch.unique(out.fusion[out.fusion != out.local]).tolist()) <= {0.0, 1.0}
 
 

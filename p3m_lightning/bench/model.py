@@ -1,0 +1,74 @@
+"""P3M-Net inference speed against this machine's own matrix-multiply throughput."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from p3m_lightning.models import P3MNet, load_model, save_published
+
+GFLOP_PER_512 = 117.3
+"""Multiply-adds counted as 2, per 512x512 image (P3M_SPEC §3)."""
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> float:
+    """Measured GFLOP/s of an ``n x n`` matrix multiply in ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / _median_seconds(lambda: a @ b, repeats, warmup=2) / 1e9
+
+
+def run(repeats: int = 5) -> None:
+    """Print P3M-Net forward time per 512x512 image (fp32 and bf16) and the GEMM ratio."""
+    torch.manual_seed(0)
+    print(f"== P3M-Net inference, 1x3x512x512, {torch.get_num_threads()} threads ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p3mnet.pth"
+        save_published(P3MNet(), path)
+        model = load_model(path)  # the path users get: a checkpoint, eval, channels-last
+    x = torch.randn(1, 3, 512, 512)
+    rows = []
+    for label, dtype in (("fp32", torch.float32), ("bf16 autocast", torch.bfloat16)):
+        gemm = gemm_gflops(dtype)
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32),
+        ):
+            seconds = _median_seconds(lambda: model(x), repeats if dtype == torch.float32 else 2)
+        gflops = GFLOP_PER_512 / seconds
+        rows.append((label, seconds))
+        print(
+            f"{label:>14}: {seconds * 1000:8.1f} ms/image  {gflops:6.1f} GFLOP/s  "
+            f"GEMM {gemm:6.1f} GFLOP/s  ratio {gflops / gemm:5.1%}"
+        )
+    print(f"bf16 speed-up over fp32: {rows[0][1] / rows[1][1]:.2f}x")
+    has_bf16 = torch.backends.mkldnn.is_available() and _cpu_has_bf16()
+    if not has_bf16:
+        print("note: this CPU has no native bf16 instructions (AVX512-BF16/AMX); bf16 is emulated.")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+if __name__ == "__main__":
+    run()
