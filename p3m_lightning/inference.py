@@ -1,0 +1,103 @@
+"""Whole-image test strategies of P3M-Net (P3M_SPEC §5), on tensors.
+
+One implementation serves validation, ``eval.py``, ``predict.py`` and the Python API. Images
+are ImageNet-normalised tensors; resizing is bilinear torch interpolation, antialiased when
+shrinking (the reference used float64 skimage resizing for the same purpose).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_SIDE = 1600
+"""Largest side the network sees (the reference's MAX_SIZE_H / MAX_SIZE_W)."""
+
+
+class Strategy(str, Enum):
+    """Test strategies: ``resize`` (published numbers) and ``hybrid`` (best for real photos)."""
+
+    RESIZE = "resize"
+    HYBRID = "hybrid"
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def denormalize(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``normalize``: ImageNet-normalised ``(B, 3, H, W)`` -> RGB in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    return (image * std + mean).clamp(0.0, 1.0)
+
+
+def network_size(
+    height: int, width: int, ratio: float, max_side: int = MAX_SIDE
+) -> tuple[int, int]:
+    """Size the network sees: ``ratio`` of the image, rounded down to 32, capped at ``max_side``.
+
+    Images too small for one 32-pixel step at this ratio get 32 rather than the reference's
+    crash on a zero size.
+    """
+
+    def side(n: int) -> int:
+        scaled = int(n * ratio)
+        return max(32, min(max_side, scaled - scaled % 32))
+
+    return side(height), side(width)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, H, W)``, antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def _forward(model: nn.Module, image: torch.Tensor, size: tuple[int, int]):
+    out = model(resize(image, size))
+    return out.global_logits.float(), out.local.float(), out.fusion.float()
+
+
+def predict_alpha(
+    model: nn.Module,
+    image: torch.Tensor,
+    strategy: Strategy | str = Strategy.RESIZE,
+    max_side: int = MAX_SIDE,
+) -> torch.Tensor:
+    """Alpha of one whole image at its own resolution.
+
+    Args:
+        model: a P3M-Net (any encoder) in eval mode.
+        image: ``(1, 3, H, W)`` ImageNet-normalised, any H, W.
+        strategy: ``resize``: one pass at half size, fused alpha resized back (the published
+            protocol). ``hybrid``: the trimap from a half-size pass, the local alpha from a
+            full-size pass; trimap where it says 0 or 255, local alpha elsewhere.
+        max_side: cap on each side the network sees.
+
+    Returns:
+        ``(H, W)`` float32 alpha in [0, 1], on the image's device.
+    """
+    strategy = Strategy(strategy)
+    h, w = image.shape[-2:]
+    global_logits, _, fusion = _forward(model, image, network_size(h, w, 0.5, max_side))
+    if strategy is Strategy.RESIZE:
+        return resize(fusion, (h, w))[0, 0].clamp(0.0, 1.0)
+    # The reference resizes the 0/128/255 trimap bilinearly; in-between values near class
+    # borders fall back to the local alpha.
+    trimap = resize(global_logits.argmax(dim=1, keepdim=True).float() * 127.5, (h, w))
+    trimap = torch.where(trimap > 254.999, 255.0, torch.where(trimap < 0.001, 0.0, trimap))
+    _, local, _ = _forward(model, image, network_size(h, w, 1.0, max_side))
+    local = resize(local, (h, w))
+    known = (trimap == 0.0) | (trimap == 255.0)
+    return torch.where(known, trimap / 255.0, local)[0, 0].clamp(0.0, 1.0)

@@ -1,0 +1,157 @@
+"""The matting task: one LightningModule owning the objective, metrics, optimiser and logging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from p3m_lightning.inference import Strategy, predict_alpha
+from p3m_lightning.losses import P3MLoss
+from p3m_lightning.metrics import MattingMetrics
+from p3m_lightning.models import P3MNet
+from p3m_lightning.models.checkpoint import ARCH_KEY
+
+LOGGED_TERMS = ("loss", "loss_global", "loss_local", "loss_fusion", "loss_comp")
+DEFAULT_EVAL_SET = "val"
+
+
+class MattingTask(pl.LightningModule):
+    """Train and evaluate any P3M-Net variant.
+
+    Training logs ``train/loss`` and its four terms; validation and test evaluate whole images
+    at full resolution with the configured test strategy and log the ten matting metrics per
+    evaluation set, e.g. ``val/P3M-500-P/sad``. The evaluation sets are named by the
+    datamodule's ``eval_set_names`` (one dataloader each, in that order).
+
+    Args:
+        net: the network (its architecture is stored in checkpoints; its weights in
+            ``state_dict`` under ``net.``).
+        loss: the objective; default ``P3MLoss()`` with the published weights.
+        optimizer: a partial optimiser taking parameter groups (default Adam, lr 1e-5).
+        scheduler: an optional partial LR scheduler taking the optimiser (stepped per epoch).
+        encoder_lr: learning rate of the encoder's group; ``None`` uses the optimiser's.
+        strategy: whole-image test strategy, ``resize`` (published protocol) or ``hybrid``.
+        max_side: cap on the side the network sees during evaluation.
+        channels_last: keep the network in channels-last memory format (faster convolutions).
+    """
+
+    def __init__(
+        self,
+        net: P3MNet,
+        loss: nn.Module | None = None,
+        optimizer: Callable[[Iterable[dict[str, Any]]], torch.optim.Optimizer] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        encoder_lr: float | None = None,
+        strategy: str = "resize",
+        max_side: int = 1600,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        # Modules and callables stay out of the checkpoint: it must load with weights_only.
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.loss = loss if loss is not None else P3MLoss()
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
+        self.scheduler_factory = scheduler
+        self.strategy = Strategy(strategy)
+        self.eval_set_names: list[str] = [DEFAULT_EVAL_SET]
+        self.val_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
+        self.test_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
+
+    def setup(self, stage: str) -> None:
+        """Create one metric collection per evaluation set the datamodule names."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        names = list(getattr(datamodule, "eval_set_names", None) or [DEFAULT_EVAL_SET])
+        if names != self.eval_set_names:
+            self.eval_set_names = names
+            self.val_metrics = nn.ModuleDict({n: MattingMetrics() for n in names})
+            self.test_metrics = nn.ModuleDict({n: MattingMetrics() for n in names})
+
+    def forward(self, image: torch.Tensor):
+        """Run the network on ``(B, 3, H, W)`` normalised images; returns ``P3MOutput``."""
+        return self.net(image)
+
+    def _input(self, image: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            return image.contiguous(memory_format=torch.channels_last)
+        return image
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimisation step on a batch of training crops."""
+        out = self.net(self._input(batch["image"]))
+        terms = self.loss(out, batch)
+        self.log_dict(
+            {f"train/{k}": terms[k].detach() for k in LOGGED_TERMS},
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch["image"].shape[0],
+        )
+        self.log("train/loss_step", terms["loss"].detach(), prog_bar=True, logger=False)
+        return terms["loss"]
+
+    def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int):
+        image = batch["image"]
+        if image.shape[0] != 1:
+            raise ValueError(
+                f"whole-image evaluation takes one image per batch, got {image.shape[0]}; "
+                "set the evaluation dataloaders' batch_size to 1"
+            )
+        pred = predict_alpha(self.net, self._input(image), self.strategy, self.hparams.max_side)
+        metrics[self.eval_set_names[dataloader_idx]].update(
+            pred, batch["alpha"][0, 0], batch["trimap"][0, 0]
+        )
+        return pred
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        """Evaluate one whole image of evaluation set ``dataloader_idx``; returns its alpha."""
+        return self._evaluate(self.val_metrics, batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        """Like ``validation_step``, logged under ``test/``."""
+        return self._evaluate(self.test_metrics, batch, dataloader_idx)
+
+    def _log_metrics(self, prefix: str, metrics: nn.ModuleDict) -> None:
+        for name, metric in metrics.items():
+            if metric.update_count == 0:
+                continue
+            # MattingMetrics is already reduced over processes (sum and count states).
+            values = {f"{prefix}/{name}/{k}": v for k, v in metric.compute().items()}
+            self.log_dict(values, sync_dist=False, add_dataloader_idx=False)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the ten metrics of each evaluation set."""
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the ten metrics of each evaluation set."""
+        self._log_metrics("test", self.test_metrics)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The configured optimiser over two groups (decoders, encoder) and optional scheduler."""
+        encoder = [p for p in self.net.encoder.parameters() if p.requires_grad]
+        others = [
+            p
+            for n, p in self.net.named_parameters()
+            if p.requires_grad and not n.startswith("encoder.")
+        ]
+        encoder_group: dict[str, Any] = {"params": encoder, "name": "encoder"}
+        if self.hparams.encoder_lr is not None:
+            encoder_group["lr"] = self.hparams.encoder_lr
+        optimizer = self.optimizer_factory([{"params": others, "name": "decoder"}, encoder_group])
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the architecture so ``load_model`` rebuilds the network from the file alone."""
+        checkpoint[ARCH_KEY] = self.net.arch_config()
