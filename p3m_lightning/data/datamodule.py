@@ -1,0 +1,244 @@
+"""The LightningDataModule of P3M-10k under the PPT settings; it only wires the data parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from p3m_lightning.data.p3m10k import DatasetError, P3MEvalDataset, P3MTrainDataset
+from p3m_lightning.data.privacy import obfuscate_faces
+
+P3M10K_HELP = """\
+P3M-10k is not at {root}.
+Get it from https://github.com/JizhiziLi/P3M (the dataset section: sign the P3M-10k agreement,
+then download), and unpack it into this tree:
+  P3M-10k/
+    train/blurred_image/*.jpg  train/mask/*.png  [train/facemask/*.png]
+    validation/P3M-500-P/{{blurred_image,mask,trimap,facemask}}/
+    validation/P3M-500-NP/{{original_image,mask,trimap}}/
+Then point the run at it: `python train.py data.root=/path/to/P3M-10k ...` or
+`export P3M10K_ROOT=/path/to/P3M-10k`. Without the dataset, `data=synthetic` trains on the
+embedded synthetic P3M-10k."""
+
+NO_NORMAL_TRAINING = """\
+PPT setting N-training needs normal (non-obfuscated) training portraits, and the public P3M-10k
+has none (only train/blurred_image). Two ways out:
+  1. your own normal portraits with mattes: data.normal_train_dir=/path/to/root holding
+     train/original_image/*.jpg and train/mask/*.png (same stems; F/B via prepare_fgbg, or
+     data.fgbg=image);
+  2. the embedded synthetic set, which has normal training images: data=synthetic."""
+
+# Evaluation sets: name -> (folder under validation/, image folder, obfuscate on the fly).
+EVAL_SETS: dict[str, tuple[str, str, bool]] = {
+    "P3M-500-P": ("P3M-500-P", "blurred_image", False),
+    "P3M-500-NP": ("P3M-500-NP", "original_image", False),
+    # The blurred twin of P3M-500-NP: the B/N gap measured on the very same images.
+    "P3M-500-NP-B": ("P3M-500-NP", "original_image", True),
+}
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffling sampler that also tells the dataset the epoch (it seeds the random crops).
+
+    Being a ``DistributedSampler``, Lightning keeps it under DDP and calls ``set_epoch``.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle and draw new crops for ``epoch``."""
+        super().set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Evaluation sampler: each image exactly once over all processes (no padding, no drops)."""
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def _obfuscator(method: str):
+    return partial(_obfuscate, method=method)
+
+
+def _obfuscate(image, face_mask, method: str):
+    return obfuscate_faces(image, face_mask=face_mask, method=method)
+
+
+class P3MDataModule(pl.LightningDataModule):
+    """P3M-10k (or the synthetic twin) for one PPT setting.
+
+    Args:
+        root: the P3M-10k root folder.
+        ppt_train: ``B`` trains on face-obfuscated images, ``N`` on normal ones.
+        eval_sets: evaluation sets, in the order of the validation/test dataloaders; any of
+            ``P3M-500-P`` (B), ``P3M-500-NP`` (N) and ``P3M-500-NP-B`` (P3M-500-NP blurred on the
+            fly).
+        synthetic: if given, the generator's arguments; the synthetic P3M-10k is written to
+            ``root`` on first use (seeded, so every machine gets the same files).
+        train_size: side of the training crops.
+        batch_size: training batch size (evaluation always takes one whole image at a time).
+        num_workers: DataLoader worker processes.
+        fgbg: ``files`` (``train/fg``, ``train/bg``) or ``image`` (F = B = image; worse).
+        verify: dataset verification before training, ``full``, ``quick`` or ``off``.
+        normal_train_dir: a root with ``train/original_image/`` and ``train/mask/`` of the
+            user's own normal portraits, for N-training (or B-training, obfuscated on the fly).
+        obfuscation_method: ``blur``, ``mosaic`` or ``fill`` for on-the-fly obfuscation.
+        max_eval_images: evaluate at most this many images per set (quick checks).
+        seed: seed of the training crops.
+    """
+
+    def __init__(
+        self,
+        root: str | None,
+        ppt_train: Literal["B", "N"] = "B",
+        eval_sets: Sequence[str] = ("P3M-500-P", "P3M-500-NP"),
+        synthetic: dict[str, Any] | None = None,
+        train_size: int = 512,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        fgbg: Literal["files", "image"] = "files",
+        verify: Literal["full", "quick", "off"] = "full",
+        normal_train_dir: str | None = None,
+        obfuscation_method: str = "blur",
+        max_eval_images: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if ppt_train not in ("B", "N"):
+            raise ValueError(f"ppt_train must be 'B' or 'N', got {ppt_train!r}")
+        unknown = [s for s in eval_sets if s not in EVAL_SETS]
+        if unknown:
+            raise ValueError(f"unknown evaluation sets {unknown}; choose from {list(EVAL_SETS)}")
+        self.root = Path(root) if root else None
+        self.ppt_train = ppt_train
+        self.eval_set_names = list(eval_sets)
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.train_size = train_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.fgbg = fgbg
+        self.verify = verify
+        self.normal_train_dir = Path(normal_train_dir) if normal_train_dir else None
+        self.obfuscation_method = obfuscation_method
+        self.max_eval_images = max_eval_images
+        self.seed = seed
+        self.train_dataset: Dataset | None = None
+        self.eval_datasets: dict[str, Dataset] = {}
+
+    def prepare_data(self) -> None:
+        """Write the synthetic P3M-10k if this module uses it and it is not there yet."""
+        if self.synthetic is not None:
+            from p3m_lightning.data.synthetic import generate
+
+            if self.root is None:
+                raise ValueError("data.root must name where the synthetic P3M-10k is written")
+            generate(self.root, progress=True, **self.synthetic)
+
+    def _check_root(self) -> Path:
+        if self.root is None or not (self.root / "validation").is_dir():
+            raise DatasetError(P3M10K_HELP.format(root=self.root or "<data.root is not set>"))
+        return self.root
+
+    def _train_dataset(self, root: Path) -> Dataset:
+        obfuscate = None
+        if self.normal_train_dir is not None:
+            source, image_dir = self.normal_train_dir, "original_image"
+            if not (source / "train" / image_dir).is_dir():
+                raise DatasetError(
+                    f"{source}: data.normal_train_dir must hold train/original_image/*.jpg and "
+                    "train/mask/*.png (same stems), like a P3M-10k root"
+                )
+            # B-training on the user's normal portraits: obfuscated on the fly, never stored.
+            if self.ppt_train == "B":
+                obfuscate = _obfuscator(self.obfuscation_method)
+        elif self.ppt_train == "B":
+            source, image_dir = root, "blurred_image"
+        else:
+            if not (root / "train" / "original_image").is_dir():
+                raise DatasetError(NO_NORMAL_TRAINING)
+            source, image_dir = root, "original_image"
+        return P3MTrainDataset(
+            source,
+            image_dir,
+            self.train_size,
+            self.fgbg,
+            seed=self.seed,
+            verify=self.verify,
+            obfuscate=obfuscate,
+        )
+
+    def setup(self, stage: str) -> None:
+        """Build (and verify) the datasets the stage needs."""
+        root = self._check_root()
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = self._train_dataset(root)
+        if not self.eval_datasets:
+            for name in self.eval_set_names:
+                folder, image_dir, blur = EVAL_SETS[name]
+                dataset: Dataset = P3MEvalDataset(
+                    root / "validation" / folder,
+                    image_dir,
+                    verify=self.verify,
+                    obfuscate=_obfuscator(self.obfuscation_method) if blur else None,
+                )
+                if self.max_eval_images is not None:
+                    count = min(self.max_eval_images, len(dataset))
+                    dataset = torch.utils.data.Subset(dataset, range(count))
+                self.eval_datasets[name] = dataset
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training crops; each epoch draws new crops (seeded)."""
+        world, rank = self._world()
+        sampler = EpochSampler(
+            self.train_dataset,
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            drop_last=len(self.train_dataset) >= self.batch_size * world,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _eval_dataloaders(self) -> list[DataLoader]:
+        world, rank = self._world()
+        return [
+            DataLoader(
+                dataset,
+                batch_size=1,
+                sampler=UnpaddedDistributedSampler(
+                    dataset, num_replicas=world, rank=rank, shuffle=False
+                ),
+                num_workers=min(self.num_workers, 2),
+            )
+            for dataset in self.eval_datasets.values()
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One whole-image dataloader per evaluation set, in ``eval_set_names`` order."""
+        return self._eval_dataloaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """Same as ``val_dataloader`` (P3M-10k's test sets are its validation sets)."""
+        return self._eval_dataloaders()

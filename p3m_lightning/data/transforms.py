@@ -1,0 +1,224 @@
+"""The P3M-Net training transform (P3M_SPEC §4) and the conversion to batch tensors.
+
+Plain numpy/OpenCV on ``HxWx3`` RGB and ``HxW`` uint8 arrays, so it can be tested and reused
+without a dataset. One training sample goes through::
+
+    kernel k ~ U{15..30} -> crop side c -> crop corner (a transition pixel or any pixel)
+    -> crop -> horizontal flip -> bilinear resize of every map (trimap included) to size x size
+
+`P3MTrainTransform` returns uint8 maps; `to_tensor_sample` normalises them into the training
+batch vocabulary. All randomness comes from the ``numpy.random.Generator`` passed in, so a sample
+is a pure function of its inputs and the generator's seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# (x / 255 - mean) / std for every uint8 value, shaped (1, 256, 3) as cv2.LUT wants it. Each entry
+# is computed with the same float32 operations as the reference's ToTensor-style division and
+# transforms.Normalize, so the table lookup is bit-identical to that arithmetic, only faster.
+_NORMALISE_LUT = np.ascontiguousarray(
+    (
+        (np.arange(256, dtype=np.float32)[:, None] / 255 - np.float32(IMAGENET_MEAN))
+        / np.float32(IMAGENET_STD)
+    )[None]
+)
+
+MAP_KEYS = ("image", "alpha", "trimap", "fg", "bg")
+
+
+def _ellipse(kernel_size: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_size, kernel_size))
+
+
+def generate_trimap(alpha_u8: np.ndarray, kernel_size: int) -> np.ndarray:
+    """Trimap of an 8-bit alpha matte, as the reference generates it online.
+
+    Foreground is ``erode(alpha == 255)``, and everything within ``dilate(alpha > 0)`` that is not
+    foreground is unknown; both with an elliptical ``kernel_size x kernel_size`` kernel.
+
+    Args:
+        alpha_u8: (H, W) uint8 alpha in [0, 255].
+        kernel_size: Side of the elliptical structuring element, >= 1.
+
+    Returns:
+        (H, W) uint8 trimap: 255 foreground, 128 unknown, 0 background.
+    """
+    if alpha_u8.ndim != 2 or alpha_u8.dtype != np.uint8:
+        raise ValueError(f"alpha must be an HxW uint8 array, got {alpha_u8.dtype} {alpha_u8.shape}")
+    if kernel_size < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+    kernel = _ellipse(kernel_size)
+    fg = cv2.erode((alpha_u8 == 255).view(np.uint8), kernel)
+    unknown_or_fg = cv2.dilate((alpha_u8 > 0).view(np.uint8), kernel)
+    # erode(alpha == 255) lies inside dilate(alpha > 0), so this is the reference's
+    # 255 * erode + 128 * (dilate - erode).
+    trimap = unknown_or_fg * np.uint8(128)
+    trimap[fg.view(bool)] = 255
+    return trimap
+
+
+def trimap_window(
+    alpha_u8: np.ndarray, kernel_size: int, rows: tuple[int, int], cols: tuple[int, int]
+) -> np.ndarray:
+    """``generate_trimap(alpha_u8, kernel_size)[r0:r1, c0:c1]`` without the whole image's cost.
+
+    The morphology runs on the window grown by the kernel's reach (clipped to the image), which
+    is exact: OpenCV ignores pixels beyond the image border in erosion and dilation, and every
+    window pixel sees all the input its kernel covers.
+
+    Args:
+        alpha_u8: (H, W) uint8 alpha.
+        kernel_size: As for `generate_trimap`.
+        rows: ``(r0, r1)`` with ``0 <= r0 < r1 <= H``.
+        cols: ``(c0, c1)`` with ``0 <= c0 < c1 <= W``.
+
+    Returns:
+        (r1 - r0, c1 - c0) uint8 trimap.
+    """
+    h, w = alpha_u8.shape
+    (r0, r1), (c0, c1) = rows, cols
+    # OpenCV anchors a k x k kernel at k // 2: it reaches k // 2 before and k - 1 - k // 2 after.
+    reach = kernel_size // 2
+    top, left = max(r0 - reach, 0), max(c0 - reach, 0)
+    padded = alpha_u8[top : min(r1 + reach, h), left : min(c1 + reach, w)]
+    return generate_trimap(padded, kernel_size)[r0 - top : r1 - top, c0 - left : c1 - left]
+
+
+class P3MTrainTransform:
+    """Random trimap kernel, crop, flip and resize of one training sample (P3M_SPEC §4).
+
+    The reference draws the crop side c from ``crop_sizes`` and uses 512 whenever
+    ``c >= min(h, w)``. That rule is kept in a general form: a side that does not fit falls back
+    to the smallest crop size, and if even that does not fit, the crop is the largest square that
+    does (the reference would slice a non-square crop or fail on such small images).
+
+    The crop's top-left corner is, with probability ``transition_prob``, a random unknown (128)
+    pixel of ``trimap[:h - c, :w - c]`` and otherwise any pixel of that region (also when it holds
+    no unknown pixel). The reference's region leaves out the last valid corner ``h - c``; that is
+    kept, except where the crop spans a whole side and 0 is the only corner.
+
+    Args:
+        size: Side of the square output maps (512 in the published recipe).
+        crop_sizes: Crop sides to draw from, uniformly.
+        kernel_range: Inclusive ``(low, high)`` of the trimap kernel size (``random.randint(15,
+            30)`` in the reference).
+        flip_prob: Probability of a horizontal flip.
+        transition_prob: Probability that the crop corner is drawn from the unknown region.
+    """
+
+    def __init__(
+        self,
+        size: int = 512,
+        crop_sizes: Sequence[int] = (512, 768, 1024),
+        kernel_range: tuple[int, int] = (15, 30),
+        flip_prob: float = 0.5,
+        transition_prob: float = 0.5,
+    ) -> None:
+        if size < 1 or not crop_sizes or min(crop_sizes) < 1:
+            raise ValueError(f"size and crop_sizes must be positive, got {size}, {crop_sizes}")
+        if not 1 <= kernel_range[0] <= kernel_range[1]:
+            raise ValueError(f"kernel_range must be 1 <= low <= high, got {kernel_range}")
+        self.size = size
+        self.crop_sizes = tuple(int(c) for c in crop_sizes)
+        self.kernel_range = (int(kernel_range[0]), int(kernel_range[1]))
+        self.flip_prob = flip_prob
+        self.transition_prob = transition_prob
+
+    def crop_side(self, drawn: int, height: int, width: int) -> int:
+        """The crop side actually used for a drawn side on an ``height x width`` image."""
+        shorter = min(height, width)
+        if drawn < shorter:
+            return drawn
+        return min(min(self.crop_sizes), shorter)
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        alpha: np.ndarray,
+        fg: np.ndarray,
+        bg: np.ndarray,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]:
+        """Transform one sample.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            alpha: (H, W) uint8 alpha in [0, 255].
+            fg: (H, W, 3) uint8 RGB foreground F.
+            bg: (H, W, 3) uint8 RGB background B.
+            rng: The only source of randomness.
+
+        Returns:
+            ``image``, ``fg``, ``bg``: (size, size, 3) uint8; ``alpha``: (size, size) uint8;
+            ``trimap``: (size, size) uint8, 0/128/255 blurred by the resize into in-between values.
+        """
+        h, w = alpha.shape[:2]
+        if alpha.ndim != 2 or any(a.shape != (h, w, 3) for a in (image, fg, bg)):
+            raise ValueError(
+                "image, fg and bg must be HxWx3 and alpha HxW of the same size, got "
+                f"{image.shape}, {fg.shape}, {bg.shape} and {alpha.shape}"
+            )
+        kernel_size = int(rng.integers(self.kernel_range[0], self.kernel_range[1] + 1))
+        c = self.crop_side(self.crop_sizes[int(rng.integers(len(self.crop_sizes)))], h, w)
+        region = (max(h - c, 1), max(w - c, 1))
+        y = x = None
+        if rng.random() < self.transition_prob:
+            unknown = np.flatnonzero(
+                trimap_window(alpha, kernel_size, (0, region[0]), (0, region[1])) == 128
+            )
+            if unknown.size:
+                y, x = divmod(int(unknown[rng.integers(unknown.size)]), region[1])
+        if y is None:
+            y, x = int(rng.integers(region[0])), int(rng.integers(region[1]))
+        flip = rng.random() < self.flip_prob
+
+        crops = {
+            "image": image[y : y + c, x : x + c],
+            "alpha": alpha[y : y + c, x : x + c],
+            "trimap": trimap_window(alpha, kernel_size, (y, y + c), (x, x + c)),
+            "fg": fg[y : y + c, x : x + c],
+            "bg": bg[y : y + c, x : x + c],
+        }
+        out = {}
+        for key, crop in crops.items():
+            if flip:
+                crop = cv2.flip(crop, 1)
+            out[key] = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return out
+
+
+def normalise_image(image: np.ndarray) -> np.ndarray:
+    """ImageNet-normalise an RGB image: ``(image / 255 - mean) / std`` per channel.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        (3, H, W) float32.
+    """
+    return np.ascontiguousarray(cv2.LUT(image, _NORMALISE_LUT).transpose(2, 0, 1))
+
+
+def to_tensor_sample(maps: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Turn `P3MTrainTransform`'s uint8 maps into training-sample tensors.
+
+    Args:
+        maps: The transform's output (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``).
+
+    Returns:
+        ``image``, ``fg``, ``bg``: (3, S, S) float32, ImageNet-normalised;
+        ``alpha``: (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255].
+    """
+    sample = {key: torch.from_numpy(normalise_image(maps[key])) for key in ("image", "fg", "bg")}
+    sample["alpha"] = torch.from_numpy(maps["alpha"][None].astype(np.float32) / 255)
+    sample["trimap"] = torch.from_numpy(maps["trimap"][None].astype(np.float32))
+    return {key: sample[key] for key in MAP_KEYS}

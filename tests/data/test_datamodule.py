@@ -1,0 +1,121 @@
+"""The DataModule on the synthetic P3M-10k: the four PPT settings, errors, samplers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from p3m_lightning.data.datamodule import (
+    P3MDataModule,
+    UnpaddedDistributedSampler,
+)
+from p3m_lightning.data.p3m10k import DatasetError
+from p3m_lightning.data.synthetic import generate
+
+TINY = {"n_train": 4, "n_val": 3, "seed": 0, "min_side": 96, "max_side": 128}
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic") / "p3m10k"
+    generate(root, **TINY)
+    return root
+
+
+def _module(root: Path, **kwargs) -> P3MDataModule:
+    options = dict(root=str(root), train_size=64, batch_size=2, num_workers=0, verify="quick")
+    options.update(kwargs)
+    return P3MDataModule(**options)
+
+
+@pytest.mark.parametrize(
+    ("ppt_train", "eval_sets"),
+    [
+        ("B", ["P3M-500-P"]),
+        ("B", ["P3M-500-NP"]),
+        ("N", ["P3M-500-P"]),
+        ("N", ["P3M-500-NP"]),
+    ],
+)
+def test_four_ppt_settings_load(synthetic_root: Path, ppt_train: str, eval_sets: list[str]) -> None:
+    dm = _module(synthetic_root, ppt_train=ppt_train, eval_sets=eval_sets)
+    dm.setup("fit")
+    expected_dir = "blurred_image" if ppt_train == "B" else "original_image"
+    assert dm.train_dataset.image_dir == expected_dir
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 64, 64)
+    assert batch["alpha"].shape == batch["trimap"].shape == (2, 1, 64, 64)
+    assert 0.0 <= float(batch["alpha"].min()) and float(batch["alpha"].max()) <= 1.0
+    (loader,) = dm.val_dataloader()
+    sample = next(iter(loader))
+    assert sample["image"].shape[0] == 1 and sample["trimap"].dtype == torch.uint8
+    assert len(loader.dataset) == TINY["n_val"]
+
+
+def test_blurred_twin_differs_only_in_the_face(synthetic_root: Path) -> None:
+    dm = _module(synthetic_root, eval_sets=["P3M-500-NP", "P3M-500-NP-B"])
+    dm.setup("validate")
+    normal, blurred = (dm.eval_datasets[n][0] for n in ("P3M-500-NP", "P3M-500-NP-B"))
+    face = normal["face_mask"][0] > 0
+    diff = (normal["image"] - blurred["image"]).abs().sum(0)
+    assert diff[face].mean() > 0.05
+    assert float(diff[~face].max()) == 0.0
+
+
+def test_missing_dataset_explains_where_to_get_it(tmp_path: Path) -> None:
+    dm = _module(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="P3M10K_ROOT") as err:
+        dm.setup("fit")
+    assert "agreement" in str(err.value) and "data=synthetic" in str(err.value)
+
+
+def test_n_training_on_public_release_says_the_two_ways_out(synthetic_root: Path, tmp_path) -> None:
+    public = tmp_path / "public"
+    (public / "train").mkdir(parents=True)
+    for name in ("blurred_image", "mask", "fg", "bg"):
+        (public / "train" / name).symlink_to(synthetic_root / "train" / name)
+    (public / "validation").symlink_to(synthetic_root / "validation")
+    dm = _module(public, ppt_train="N")
+    with pytest.raises(DatasetError, match="has none") as err:
+        dm.setup("fit")
+    assert "normal_train_dir" in str(err.value) and "data=synthetic" in str(err.value)
+
+
+def test_b_training_on_own_normal_portraits_is_obfuscated_on_the_fly(synthetic_root: Path) -> None:
+    dm = _module(synthetic_root, ppt_train="B", normal_train_dir=str(synthetic_root))
+    dm.setup("fit")
+    assert dm.train_dataset.image_dir == "original_image"
+    assert dm.train_dataset.obfuscate is not None
+
+
+def test_synthetic_data_is_generated_on_first_use(tmp_path: Path) -> None:
+    dm = _module(tmp_path / "gen", synthetic=TINY)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_dataset) == TINY["n_train"]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_eval_sampler_neither_pads_nor_drops(world: int) -> None:
+    data = list(range(7))
+    seen = []
+    for rank in range(world):
+        sampler = UnpaddedDistributedSampler(data, num_replicas=world, rank=rank, shuffle=False)
+        indices = list(sampler)
+        assert len(indices) == len(sampler)
+        seen += indices
+    assert sorted(seen) == data
+
+
+def test_epochs_draw_new_but_reproducible_crops(synthetic_root: Path) -> None:
+    def first_batch(epoch: int) -> torch.Tensor:
+        dm = _module(synthetic_root)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))["alpha"]
+
+    assert torch.equal(first_batch(0), first_batch(0))
+    assert not torch.equal(first_batch(0), first_batch(1))
