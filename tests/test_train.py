@@ -1,0 +1,181 @@
+"""train.py end to end: configs, the embedded default, reproducibility, resume, SIGTERM, DDP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from p3m_lightning.models import load_model
+from p3m_lightning.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TINY_DATA = [
+    "data.synthetic.n_train=4",
+    "data.synthetic.n_val=3",
+    "data.synthetic.min_side=64",
+    "data.synthetic.max_side=96",
+    "data.train_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+]
+
+
+def compose_cfg(tmp: Path, overrides: list[str], data_root: Path | None = None) -> DictConfig:
+    """The composed train config with every output under ``tmp``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "out")
+        cfg.paths.root_dir = str(tmp)
+        if data_root is not None:
+            cfg.data.root = str(data_root)
+    return cfg
+
+
+def tiny(tmp: Path, data_root: Path, *extra: str) -> DictConfig:
+    overrides = [
+        "experiment=quickstart",
+        "data=synthetic",
+        "trainer=cpu",
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.progress_bar=null",
+        *TINY_DATA,
+        *extra,
+    ]
+    return compose_cfg(tmp, overrides, data_root)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synthetic") / "p3m10k"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(tmp_path: Path, experiment: str) -> None:
+    cfg = compose_cfg(tmp_path, [f"experiment={experiment}"])
+    datamodule = instantiate(cfg.data)
+    assert datamodule.eval_set_names
+    task = instantiate(cfg.model)
+    assert task.hparams.strategy in ("resize", "hybrid")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert trainer.max_epochs >= 1
+    if experiment.startswith("ppt_"):
+        assert cfg.data.ppt_train == experiment[4].upper()
+        assert cfg.ppt.headline_test_set in datamodule.eval_set_names
+        assert cfg.model.optimizer.lr == 1e-5
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("ppt_")])
+def test_ppt_experiment_smoke_on_synthetic(tmp_path: Path, data_root: Path, experiment: str):
+    cfg = tiny(tmp_path, data_root, f"experiment={experiment}", "trainer.max_epochs=1")
+    cfg.validate_before = False
+    result = train(cfg)
+    headline = cfg.ppt.headline_test_set
+    assert result["ppt_train"] == experiment[4].upper()
+    assert result["after"][f"test/{headline}/sad"] > 0
+
+
+def test_train_writes_checkpoint_metrics_and_learns_something(tmp_path, data_root) -> None:
+    cfg = tiny(tmp_path, data_root)
+    result = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["before"].keys() and saved["after"].keys()
+    for name in ("P3M-500-P", "P3M-500-NP"):
+        assert f"val/{name}/sad" in saved["before"]
+        assert f"test/{name}/mse" in saved["after"]
+    assert (out / "config.yaml").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    model = load_model(result["best_checkpoint"])
+    assert not model.training
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(tmp_path, data_root) -> None:
+    first = train(tiny(tmp_path / "a", data_root, "seed=7"))["after"]
+    second = train(tiny(tmp_path / "b", data_root, "seed=7"))["after"]
+    assert first == second
+
+
+@pytest.mark.slow
+def test_resume_is_exact(tmp_path, data_root) -> None:
+    straight = train(tiny(tmp_path / "straight", data_root, "validate_before=false"))
+    half = tiny(tmp_path / "half", data_root, "validate_before=false", "trainer.max_epochs=1")
+    train(half)
+    last = Path(half.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = train(tiny(tmp_path / "resumed", data_root, f"ckpt_path={last}"))
+    a = torch.load(straight["best_checkpoint"], weights_only=True)["state_dict"]
+    b = torch.load(Path(resumed["best_checkpoint"]).parent / "last.ckpt", weights_only=True)
+    for key, value in a.items():
+        torch.testing.assert_close(value, b["state_dict"][key], msg=key)
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_usable_checkpoint(tmp_path, data_root) -> None:
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        f"paths.root_dir={tmp_path}",
+        f"hydra.run.dir={out}",
+        f"data.root={data_root}",
+        "trainer.max_epochs=1000",
+        "validate_before=false",
+        "callbacks.progress_bar=null",
+        *TINY_DATA,
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    metrics = out / "csv" / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) > 3:
+            break
+        time.sleep(1)
+    assert process.poll() is None, process.stdout.read().decode()[-3000:]
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    interrupted = out / "checkpoints" / "interrupted.ckpt"
+    assert interrupted.is_file(), process.stdout.read().decode()[-3000:]
+    assert not load_model(interrupted).training
+    raw = torch.load(interrupted, weights_only=True)
+    assert raw["global_step"] > 0 and raw["optimizer_states"]
+
+
+@pytest.mark.slow
+def test_ddp_sim_metrics_equal_single_process_evaluation(tmp_path, data_root) -> None:
+    cfg = tiny(
+        tmp_path / "ddp",
+        data_root,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "validate_before=false",
+    )
+    assert cfg.data.synthetic.n_val % 2 == 1, "an odd count catches padding or dropping samplers"
+    result = train(cfg)
+    # The same checkpoint evaluated in one process over the same images.
+    single = tiny(tmp_path / "single", data_root)
+    task = instantiate(single.model)
+    task.net.load_state_dict(load_model(result["best_checkpoint"]).state_dict())
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (metrics,) = trainer.test(task, datamodule=instantiate(single.data), verbose=False)
+    assert metrics.keys() == result["after"].keys()
+    for key, value in metrics.items():
+        assert result["after"][key] == pytest.approx(value, rel=1e-5), key
