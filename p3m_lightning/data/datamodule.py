@@ -136,20 +136,30 @@ class P3MDataModule(pl.LightningDataModule):
         self.eval_datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
-        """Write the synthetic P3M-10k if this module uses it and it is not there yet."""
+        """Write the synthetic P3M-10k if needed; run the full verification (once per node).
+
+        Decoding every file is slow on the full P3M-10k, so it happens here, in one process,
+        and ``setup`` (run by every process) only checks names.
+        """
         if self.synthetic is not None:
             from p3m_lightning.data.synthetic import generate
 
             if self.root is None:
                 raise ValueError("data.root must name where the synthetic P3M-10k is written")
             generate(self.root, progress=True, **self.synthetic)
+        if self.verify == "full":
+            root = self._check_root()
+            if self.trainer is not None and self.trainer.state.fn == "fit":
+                self._train_dataset(root, "full")
+            for name in self.eval_set_names:
+                self._eval_dataset(root, name, "full")
 
     def _check_root(self) -> Path:
         if self.root is None or not (self.root / "validation").is_dir():
             raise DatasetError(P3M10K_HELP.format(root=self.root or "<data.root is not set>"))
         return self.root
 
-    def _train_dataset(self, root: Path) -> Dataset:
+    def _train_dataset(self, root: Path, verify: str) -> Dataset:
         obfuscate = None
         if self.normal_train_dir is not None:
             source, image_dir = self.normal_train_dir, "original_image"
@@ -173,28 +183,32 @@ class P3MDataModule(pl.LightningDataModule):
             self.train_size,
             self.fgbg,
             seed=self.seed,
-            verify=self.verify,
+            verify=verify,
             obfuscate=obfuscate,
         )
 
     def setup(self, stage: str) -> None:
         """Build (and verify) the datasets the stage needs."""
         root = self._check_root()
+        verify = "quick" if self.verify == "full" else self.verify
         if stage == "fit" and self.train_dataset is None:
-            self.train_dataset = self._train_dataset(root)
+            self.train_dataset = self._train_dataset(root, verify)
         if not self.eval_datasets:
             for name in self.eval_set_names:
-                folder, image_dir, blur = EVAL_SETS[name]
-                dataset: Dataset = P3MEvalDataset(
-                    root / "validation" / folder,
-                    image_dir,
-                    verify=self.verify,
-                    obfuscate=_obfuscator(self.obfuscation_method) if blur else None,
-                )
+                dataset = self._eval_dataset(root, name, verify)
                 if self.max_eval_images is not None:
                     count = min(self.max_eval_images, len(dataset))
                     dataset = torch.utils.data.Subset(dataset, range(count))
                 self.eval_datasets[name] = dataset
+
+    def _eval_dataset(self, root: Path, name: str, verify: str) -> Dataset:
+        folder, image_dir, blur = EVAL_SETS[name]
+        return P3MEvalDataset(
+            root / "validation" / folder,
+            image_dir,
+            verify=verify,
+            obfuscate=_obfuscator(self.obfuscation_method) if blur else None,
+        )
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

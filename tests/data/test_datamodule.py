@@ -119,3 +119,16 @@ def test_epochs_draw_new_but_reproducible_crops(synthetic_root: Path) -> None:
 
     assert torch.equal(first_batch(0), first_batch(0))
     assert not torch.equal(first_batch(0), first_batch(1))
+
+
+def test_full_verification_runs_once_in_prepare_data(synthetic_root: Path, tmp_path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic_root, broken)
+    victim = sorted((broken / "validation" / "P3M-500-P" / "blurred_image").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    dm = _module(broken, verify="full")
+    dm.setup("validate")  # names only: setup runs in every DDP process
+    with pytest.raises(DatasetError, match=victim.name):
+        dm.prepare_data()
