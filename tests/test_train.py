@@ -119,9 +119,12 @@ def test_resume_is_exact(tmp_path, data_root) -> None:
     train(half)
     last = Path(half.paths.output_dir) / "checkpoints" / "last.ckpt"
     resumed = train(tiny(tmp_path / "resumed", data_root, f"ckpt_path={last}"))
-    a = torch.load(straight["best_checkpoint"], weights_only=True)["state_dict"]
-    b = torch.load(Path(resumed["best_checkpoint"]).parent / "last.ckpt", weights_only=True)
-    for key, value in a.items():
+    a, b = (
+        torch.load(Path(r["best_checkpoint"]).parent / "last.ckpt", weights_only=True)
+        for r in (straight, resumed)
+    )
+    assert a["global_step"] == b["global_step"] > 0
+    for key, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][key], msg=key)
 
 

@@ -8,6 +8,7 @@ from p3m_lightning.models.checkpoint import (
     to_published,
 )
 from p3m_lightning.models.encoders import ResNet34MP, TimmEncoder, build_encoder
+from p3m_lightning.models.fusion import fuse_conv_bn
 from p3m_lightning.models.p3mnet import P3MNet, P3MOutput, build_p3mnet, fuse
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "build_encoder",
     "build_p3mnet",
     "fuse",
+    "fuse_conv_bn",
     "load_model",
     "read_checkpoint",
     "save_published",

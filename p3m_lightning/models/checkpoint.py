@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from p3m_lightning.models.encoders import ResNet34MP
+from p3m_lightning.models.fusion import fuse_conv_bn
 from p3m_lightning.models.p3mnet import P3MNet, build_p3mnet
 
 ARCH_KEY = "p3m_net"
@@ -179,6 +180,7 @@ def load_model(
     path: str | Path,
     map_location: str | torch.device = "cpu",
     net: P3MNet | None = None,
+    fuse_bn: bool = False,
 ) -> P3MNet:
     """Load a P3M-Net from a published, bare or Lightning checkpoint, in eval mode.
 
@@ -189,6 +191,8 @@ def load_model(
         map_location: device for the loaded tensors.
         net: an architecture to load into; needed only for a bare state dict of a non-default
             encoder (published and Lightning checkpoints describe their architecture).
+        fuse_bn: fold BatchNorm into the convolutions (``fuse_conv_bn``): faster inference,
+            but the model can then no longer be trained or saved in the published format.
 
     Raises:
         FileNotFoundError, CheckpointError: with the file and the reason.
@@ -208,4 +212,5 @@ def load_model(
     load_state_into(net, state, str(path))
     # Channels-last lets oneDNN/cuDNN run the convolutions about 1.8x faster (see `make bench`);
     # an NCHW input is accepted and computed in channels-last.
-    return net.to(map_location).to(memory_format=torch.channels_last).eval()
+    net = net.to(map_location).to(memory_format=torch.channels_last).eval()
+    return fuse_conv_bn(net) if fuse_bn else net

@@ -148,3 +148,33 @@ def test_inference_is_repeatable_in_channels_last(golden_checkpoint) -> None:
     with torch.inference_mode():
         first = model(x).local
         assert all(torch.equal(first, model(x).local) for _ in range(4))
+
+
+def test_folded_batchnorm_stays_within_conformance(golden_checkpoint) -> None:
+    ref = dict(np.load(DATA / "p3mnet_r34_forward.npz"))
+    model = load_model(golden_checkpoint, fuse_bn=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        out = model(torch.from_numpy(ref["input"]))
+    assert np.abs(out.local.numpy() - ref["local"]).max() < 1e-4
+    for name in ("global", "side2", "side1", "side0"):
+        ours = getattr(out, FIELDS[name]).numpy()
+        assert np.abs(ours - ref[name]).max() / np.abs(ref[name]).max() < 1e-4, name
+
+
+def test_fusing_a_training_model_is_refused() -> None:
+    from p3m_lightning.models import fuse_conv_bn
+
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_conv_bn(P3MNet().train())
+
+
+def test_fusing_timm_encoder_keeps_outputs() -> None:
+    from p3m_lightning.models import fuse_conv_bn
+
+    model = P3MNet(TimmEncoder("resnet18")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x).global_logits
+        fused = fuse_conv_bn(model)(x).global_logits
+    torch.testing.assert_close(fused, expected, atol=1e-4, rtol=1e-4)
