@@ -1,0 +1,200 @@
+"""Batch matting of photos: the body of ``python predict.py`` (see ``conf/predict.yaml``).
+
+For every input photo ``<stem>.<ext>`` it writes, into the output folder:
+
+- ``<stem>_alpha.png``: the 8-bit alpha matte;
+- ``<stem>_rgba.png``: the RGBA cut-out, colour premultiplied by alpha (P3M_SPEC §5);
+- ``<stem>_composite.png``: only with ``composite=<colour or image>``.
+
+Photos sharing a stem (``a.jpg`` and ``a.png``) are told apart by their suffix
+(``a_jpg_alpha.png``, ``a_png_alpha.png``), then by a number. A photo that cannot be read or
+matted is reported by name and reason, and the others are still processed; the exit status is 1
+if any failed, 2 on a usage error (no checkpoint, no inputs), 0 otherwise.
+
+Example (the quotes let ``#`` through both the shell and Hydra)::
+
+    python predict.py ckpt_path=p3mnet_pretrained_on_p3m10k.pth input=photos/ output=mattes/ \
+        strategy=hybrid 'composite="#00ff00"'
+
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from p3m_lightning.imageio import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    alpha_to_uint8,
+    read_image,
+    write_png_atomic,
+)
+
+if TYPE_CHECKING:
+    from p3m_lightning.api import Background, Matter
+
+USAGE = (
+    "usage: python predict.py ckpt_path=<published .pth or Lightning .ckpt> "
+    "input=<file|folder|glob> output=<folder> [strategy=hybrid|resize] [device=cpu|cuda] "
+    "[precision=32|bf16] [composite='#RRGGBB'|<background image>]"
+)
+OUTPUT_KINDS = ("alpha", "rgba", "composite")
+"""Suffixes of the files this tool writes; such files in the output folder are not inputs."""
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A configuration mistake, reported in one line without a traceback."""
+
+
+def find_inputs(spec: str, output_dir: Path | None = None) -> list[Path]:
+    """The photos named by ``spec``: a file, a folder (not recursive) or a glob pattern.
+
+    A named file is taken whatever its suffix; from a folder or glob, only files with an image
+    suffix (``IMAGE_SUFFIXES``), less this tool's own outputs in ``output_dir``.
+
+    Raises:
+        UsageError: nothing matches.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.is_file())
+    elif glob.has_magic(spec):
+        candidates = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        candidates = [p for p in candidates if p.is_file()]
+    else:
+        raise UsageError(f"input {spec!r}: no such file or folder")
+    out = output_dir.resolve() if output_dir is not None else None
+
+    def is_own_output(p: Path) -> bool:
+        return p.parent.resolve() == out and p.stem.rsplit("_", 1)[-1] in OUTPUT_KINDS
+
+    found = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and not is_own_output(p)]
+    if not found:
+        raise UsageError(f"input {spec!r}: no images found (suffixes: {', '.join(IMAGE_SUFFIXES)})")
+    return found
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """Unique output name stems, in order.
+
+    A photo's stem; where photos share a stem, the stem and suffix (``a.jpg`` -> ``a_jpg``);
+    where even that is shared (``x/a.jpg``, ``y/a.jpg`` from a recursive glob), a number too.
+    """
+    counts = Counter(p.stem for p in paths)
+    taken: set[str] = set()
+    stems = []
+    for p in paths:
+        base = p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        stem, number = base, 1
+        while stem in taken:
+            number += 1
+            stem = f"{base}_{number}"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _required(cfg: DictConfig, key: str) -> str:
+    value = cfg.get(key)
+    if value is None or str(value).strip() == "":
+        raise UsageError(f"{key} is required\n{USAGE}")
+    return str(value)
+
+
+def _prepare(cfg: DictConfig) -> tuple[Matter, list[Path], Path, Background | None]:
+    """Check the configuration and load the model: the model, photos, output folder, background.
+
+    Raises:
+        UsageError: with the reason, for any mistake in the configuration or the checkpoint.
+    """
+    ckpt_path = Path(_required(cfg, "ckpt_path")).expanduser()
+    output_dir = Path(_required(cfg, "output")).expanduser()
+    inputs = find_inputs(_required(cfg, "input"), output_dir)
+    if not ckpt_path.is_file():
+        raise UsageError(f"ckpt_path {str(ckpt_path)!r}: no such file")
+    # torch loads only now (seconds), so the mistakes above are reported at once.
+    from p3m_lightning.api import Matter, parse_background
+    from p3m_lightning.models import CheckpointError
+
+    try:
+        matter = Matter(
+            ckpt_path,
+            device=cfg.device,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            max_side=cfg.max_side,
+            shorter_side_limit=cfg.shorter_side_limit,
+        )
+        # A bad colour or background image fails now, not once per photo.
+        composite = cfg.get("composite")
+        background = None if composite is None else parse_background(str(composite))
+    except (ValueError, CheckpointError, ImageReadError) as err:
+        raise UsageError(str(err)) from None
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"output {str(output_dir)!r}: cannot create ({err.strerror})") from None
+    return matter, inputs, output_dir, background
+
+
+def predict(cfg: DictConfig) -> int:
+    """Matte every input photo; print a summary; return the exit status.
+
+    Args:
+        cfg: the ``conf/predict.yaml`` keys: ``ckpt_path``, ``input``, ``output``, ``strategy``,
+            ``device``, ``precision``, ``composite``, ``max_side``, ``shorter_side_limit``.
+
+    Returns:
+        0 if every photo was matted, 1 if any failed, 2 on a usage error.
+    """
+    try:
+        matter, inputs, output_dir, background = _prepare(cfg)
+    except UsageError as err:
+        print(f"predict: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+    failures: list[tuple[Path, str]] = []
+    start = time.perf_counter()
+    for path, stem in tqdm(
+        list(zip(inputs, output_stems(inputs), strict=True)), desc="matting", unit="photo"
+    ):
+        try:
+            _matte_one(matter, path, output_dir / stem, background)
+        except ImageReadError as err:
+            failures.append((path, err.reason))
+        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
+            failures.append((path, f"{type(err).__name__}: {err}"))
+    seconds = time.perf_counter() - start
+
+    done = len(inputs) - len(failures)
+    print(
+        f"{done} done, {len(failures)} failed in {seconds:.2f} s "
+        f"({seconds / len(inputs):.2f} s/photo, {matter.strategy.value}, "
+        f"precision {matter.precision}, {matter.device}); outputs in {output_dir}"
+    )
+    for path, reason in failures:
+        print(f"  failed: {path}: {reason}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _matte_one(matter: Matter, path: Path, out_stem: Path, background: Background | None) -> None:
+    """Read, matte and write one photo; every output is written atomically."""
+    rgb = read_image(path)
+    alpha = matter.predict(rgb)
+    write_png_atomic(f"{out_stem}_alpha.png", alpha_to_uint8(alpha))
+    write_png_atomic(f"{out_stem}_rgba.png", matter.cutout(rgb, alpha))
+    if background is not None:
+        write_png_atomic(f"{out_stem}_composite.png", matter.composite(rgb, alpha, background))

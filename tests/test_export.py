@@ -1,0 +1,88 @@
+"""ONNX and TorchScript export: dynamic sizes, outputs equal to PyTorch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p3m_lightning.export import OUTPUT_NAMES, ExportWrapper, main
+from p3m_lightning.models import P3MNet, load_model, save_published
+
+SIZES = ((64, 96), (96, 64))
+"""Two sizes; the first is the tracing example, the second swaps height and width."""
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"
+    save_published(P3MNet(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt: Path):
+    """PyTorch's (fusion, global_logits, local) for a fixed input at each size."""
+    model = ExportWrapper(load_model(ckpt)).eval()
+    gen = torch.Generator().manual_seed(1)
+    cases = []
+    for height, width in SIZES:
+        image = torch.randn(1, 3, height, width, generator=gen)
+        with torch.inference_mode():
+            cases.append((image, [t.numpy() for t in model(image)]))
+    return cases
+
+
+def _assert_close(outputs: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    fusion, logits, local = outputs
+    ref_fusion, ref_logits, ref_local = expected
+    assert fusion.shape == ref_fusion.shape and logits.shape == ref_logits.shape
+    assert np.abs(local - ref_local).max() <= 1e-4
+    assert np.abs(logits - ref_logits).max() <= 1e-3
+    # The fused alpha follows the trimap argmax: compare it where that is not a near-tie.
+    top2 = np.sort(ref_logits, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0] > 1e-3)[:, None]
+    assert clear.mean() > 0.99
+    assert np.abs(np.where(clear, fusion - ref_fusion, 0.0)).max() <= 1e-4
+
+
+def test_onnx_matches_pytorch_at_two_sizes(ckpt: Path, reference, tmp_path: Path) -> None:
+    import onnxruntime
+
+    path = tmp_path / "p3mnet.onnx"
+    assert main([f"ckpt_path={ckpt}", "format=onnx", f"output={path}"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p3mnet.onnx"]  # no temporary left
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(OUTPUT_NAMES)
+    for image, expected in reference:
+        _assert_close(session.run(None, {"image": image.numpy()}), expected)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_matches_pytorch_at_two_sizes(ckpt: Path, reference, tmp_path: Path) -> None:
+    import torch.nn.functional as F
+
+    unpool_check = getattr(F, "_check_unpool_output_size", None)
+    path = tmp_path / "p3mnet.pt"
+    assert main([f"ckpt_path={ckpt}", "format=torchscript", f"output={path}"]) == 0
+    # The tracing workaround is undone after the export.
+    assert getattr(F, "_check_unpool_output_size", None) is unpool_check
+    scripted = torch.jit.load(str(path))
+    for image, expected in reference:
+        with torch.inference_mode():
+            outputs = [t.numpy() for t in scripted(image)]
+        _assert_close(outputs, expected)
+
+
+def test_usage_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 2
+    assert "ckpt_path is required" in capsys.readouterr().err
+    assert main([f"ckpt_path={ckpt}", "format=tflite"]) == 2
+    assert "unknown format" in capsys.readouterr().err
+    assert main([f"ckpt_path={ckpt}", "colour=red"]) == 2
+    assert "colour" in capsys.readouterr().err
+    assert main([f"ckpt_path={tmp_path / 'missing.pth'}"]) == 2
+    assert "not found" in capsys.readouterr().err
