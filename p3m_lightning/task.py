@@ -119,9 +119,10 @@ class MattingTask(pl.LightningModule):
         for name, metric in metrics.items():
             if metric.update_count == 0:
                 continue
-            # MattingMetrics is already reduced over processes (sum and count states).
+            # Already reduced over processes (sum and count states): sync_dist averages equal
+            # values, and only keeps Lightning from warning.
             values = {f"{prefix}/{name}/{k}": v for k, v in metric.compute().items()}
-            self.log_dict(values, sync_dist=False, add_dataloader_idx=False)
+            self.log_dict(values, sync_dist=True, add_dataloader_idx=False)
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:

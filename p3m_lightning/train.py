@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from p3m_lightning.callbacks import finish_wandb
+
 log = logging.getLogger(__name__)
 
 
@@ -48,12 +50,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and evaluate) the configured task on the configured data.
 
     Writes into ``cfg.paths.output_dir``: ``config.yaml`` (the composed config),
-    ``checkpoints/`` (best and last), ``metrics.json`` (metrics of the untrained and the
-    trained model per test set) and ``predictions/`` (a few face-obfuscated prediction panels).
+    ``checkpoints/`` (best, last, and ``interrupted`` after SIGTERM or an error),
+    ``metrics.json`` (metrics of the untrained and the trained model per test set) and, with
+    the image-panel callback, ``panels/`` (face-obfuscated prediction panels).
+
+    A W&B run, if any, is finished on every exit path, so multirun jobs never merge.
 
     Returns:
         The content of ``metrics.json``.
     """
+    try:
+        result = _train(cfg)
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    finish_wandb()
+    return result
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    """The body of ``train``."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
@@ -97,5 +113,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         sets = list(getattr(datamodule, "eval_set_names", []))
         print("\n" + _summary_table(before, after, sets))
-        print(f"\nOutputs in {output_dir}: config.yaml, metrics.json, checkpoints/")
+        print(f"\nOutputs in {output_dir}: config.yaml, metrics.json, checkpoints/, panels/")
     return result

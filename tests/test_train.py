@@ -163,22 +163,36 @@ def test_sigterm_leaves_a_usable_checkpoint(tmp_path, data_root) -> None:
 
 @pytest.mark.slow
 def test_ddp_sim_metrics_equal_single_process_evaluation(tmp_path, data_root) -> None:
-    cfg = tiny(
-        tmp_path / "ddp",
-        data_root,
+    # The synthetic data is written once here, not by two DDP processes at the same time.
+    train(tiny(tmp_path / "prepare", data_root, "train=false", "test=false"))
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
         "trainer=ddp_sim",
+        f"hydra.run.dir={out}",
+        f"paths.root_dir={tmp_path}",
+        f"data.root={data_root}",
         "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
         "+trainer.limit_train_batches=1",
         "validate_before=false",
-    )
-    assert cfg.data.synthetic.n_val % 2 == 1, "an odd count catches padding or dropping samplers"
-    result = train(cfg)
-    # The same checkpoint evaluated in one process over the same images.
+        "callbacks.progress_bar=null",
+        *TINY_DATA,
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (out / "train_ddp_process_1.log").exists(), "the second DDP process did not run"
+    result = json.loads((out / "metrics.json").read_text())
+    # The same checkpoint evaluated in one process over the same (odd number of) images.
     single = tiny(tmp_path / "single", data_root)
+    assert single.data.synthetic.n_val % 2 == 1, "an odd count catches padding samplers"
     task = instantiate(single.model)
     task.net.load_state_dict(load_model(result["best_checkpoint"]).state_dict())
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    (metrics,) = trainer.test(task, datamodule=instantiate(single.data), verbose=False)
+    metrics: dict[str, float] = {}
+    for per_set in trainer.test(task, datamodule=instantiate(single.data), verbose=False):
+        metrics.update(per_set)
     assert metrics.keys() == result["after"].keys()
     for key, value in metrics.items():
         assert result["after"][key] == pytest.approx(value, rel=1e-5), key
