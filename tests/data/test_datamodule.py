@@ -47,7 +47,7 @@ def test_four_ppt_settings_load(synthetic_root: Path, ppt_train: str, eval_sets:
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 64, 64)
     assert batch["alpha"].shape == batch["trimap"].shape == (2, 1, 64, 64)
-    assert 0.0 <= float(batch["alpha"].min()) and float(batch["alpha"].max()) <= 1.0
+    assert float(batch["alpha"].min()) >= 0.0 and float(batch["alpha"].max()) <= 1.0
     (loader,) = dm.val_dataloader()
     sample = next(iter(loader))
     assert sample["image"].shape[0] == 1 and sample["trimap"].dtype == torch.uint8
