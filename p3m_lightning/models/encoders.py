@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 STRIDES = (1, 2, 4, 8, 16, 32)
 
@@ -61,6 +60,9 @@ class ResNet34MP(nn.Module):
 
     @staticmethod
     def _make_layer(in_ch: int, out_ch: int, blocks: int) -> nn.Sequential:
+        # Imported here: torchvision takes seconds to import, too long for every CLI start.
+        from torchvision.models.resnet import BasicBlock
+
         downsample = None
         if in_ch != out_ch:
             downsample = nn.Sequential(

@@ -104,7 +104,9 @@ class P3MNet(nn.Module):
             A ``P3MOutput``; every map has the input's height and width.
         """
         check_input_size(image.shape[-2], image.shape[-1])
-        (e0, e0p, e1, e2, e3, e4), indices = self.encoder(image)
+        features, indices = self.encoder(image)
+        e0, e0p, e1, e2, e3, e4 = features
+        del features
 
         def up(x: torch.Tensor, level: int) -> torch.Tensor:
             if indices:
@@ -113,25 +115,31 @@ class P3MNet(nn.Module):
                 return F.max_unpool2d(x.contiguous(), indices[level], kernel_size=2, stride=2)
             return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
+        # The two decoders advance level by level and each map is freed after its last use,
+        # which bounds the memory of large inputs; the computation is the published one.
         d4g = self.decoder4_g(e4)
+        d3l = self.tfi_3(d4g, up(self.decoder4_l(e4), 4), e3)
+        del e3
         d3g = self.decoder3_g(d4g)
+        del d4g
+        d2l = self.sbfi_2(self.tfi_2(d3g, up(self.decoder3_l(d3l), 3), e2), e0)
+        del d3l, e2
         d2g, side2 = self.dbfi_2(d3g, e4)
+        del d3g
         d2g = self.decoder2_g(d2g)
+        d1l = self.sbfi_1(self.tfi_1(d2g, up(self.decoder2_l(d2l), 2), e1), e0)
+        del d2l, e1
         d1g, side1 = self.dbfi_1(d2g, e4)
+        del d2g
         d1g = self.decoder1_g(d1g)
+        d0l = self.sbfi_0(self.tfi_0(d1g, up(self.decoder1_l(d1l), 1), e0p), e0)
+        del d1l, e0p, e0
         d0g, side0 = self.dbfi_0(d1g, e4)
+        del d1g, e4
         global_logits = self.decoder0_g(d0g)
-
-        d4l = up(self.decoder4_l(e4), 4)
-        d3l = self.tfi_3(d4g, d4l, e3)
-        d3l = up(self.decoder3_l(d3l), 3)
-        d2l = self.sbfi_2(self.tfi_2(d3g, d3l, e2), e0)
-        d2l = up(self.decoder2_l(d2l), 2)
-        d1l = self.sbfi_1(self.tfi_1(d2g, d2l, e1), e0)
-        d1l = up(self.decoder1_l(d1l), 1)
-        d0l = self.sbfi_0(self.tfi_0(d1g, d1l, e0p), e0)
-        d0l = up(self.decoder0_l(d0l), 0)
-        local = torch.sigmoid(self.decoder_final_l(d0l))
+        del d0g
+        local = torch.sigmoid(self.decoder_final_l(up(self.decoder0_l(d0l), 0)))
+        del d0l
 
         return P3MOutput(global_logits, local, fuse(global_logits, local), side2, side1, side0)
 
