@@ -57,12 +57,13 @@ def run(repeats: int = 5) -> None:
             f"GEMM {gemm:6.1f} GFLOP/s  ratio {gflops / gemm:5.1%}"
         )
     print(f"bf16 speed-up over fp32: {rows[0][1] / rows[1][1]:.2f}x")
-    has_bf16 = torch.backends.mkldnn.is_available() and _cpu_has_bf16()
+    has_bf16 = torch.backends.mkldnn.is_available() and cpu_has_bf16()
     if not has_bf16:
         print("note: this CPU has no native bf16 instructions (AVX512-BF16/AMX); bf16 is emulated.")
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
