@@ -1,0 +1,267 @@
+"""``evaluate(cfg)``: the benchmark evaluation behind ``eval.py``, importable for tests.
+
+It scores a checkpoint on every evaluation set of the configured data, one whole image at a
+time, with the ten P3M-10k metrics. With the published checkpoint and the real P3M-10k, this is
+the command that reproduces the published P3M-Net numbers (``resize`` is the published test
+protocol and the default)::
+
+    python eval.py ckpt_path=p3mnet_pretrained_on_p3m10k.pth data=p3m10k \
+        data.root=/path/to/P3M-10k
+
+Any checkpoint ``load_model`` reads works the same: a Lightning ``.ckpt`` of ``train.py``
+(``logs/<task>/runs/<date>/checkpoints/last.ckpt``), the published ``.pth`` or a bare state dict.
+Other options: ``strategy=hybrid``, ``save_predictions=true``, ``device=cuda``,
+``precision=bf16``, ``data.max_eval_images=20`` (quick checks); see ``conf/eval.yaml``.
+
+Outputs, in the run folder (``logs/eval/runs/<date>/``): ``per_image.csv`` (set, name and the
+ten metrics of every image), ``summary.json`` (per set: the mean of each metric and the image
+count) and, with ``save_predictions=true``, ``predictions/<set>/<name>.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from p3m_lightning.inference import Strategy
+    from p3m_lightning.models import P3MNet
+
+USAGE = (
+    "usage: python eval.py ckpt_path=<Lightning .ckpt or published .pth> "
+    "[data=synthetic|p3m10k] [data.root=<P3M-10k>] [strategy=resize|hybrid] "
+    "[save_predictions=true] [device=cpu|cuda] [precision=32|bf16]"
+)
+PRECISIONS = ("32", "bf16")
+EXIT_USAGE = 2
+
+# The ten metrics in ``p3m_lightning.metrics.METRIC_NAMES`` order (a test checks it), with the
+# titles of the printed table. Spelled out here so that a configuration mistake is reported
+# before torch and torchmetrics load (seconds).
+METRIC_TITLES: dict[str, str] = {
+    "sad": "SAD",
+    "mse": "MSE",
+    "mad": "MAD",
+    "sad_trimap": "SAD-trimap",
+    "mse_trimap": "MSE-trimap",
+    "mad_trimap": "MAD-trimap",
+    "sad_fg": "SAD-fg",
+    "sad_bg": "SAD-bg",
+    "grad": "Grad",
+    "conn": "Conn",
+}
+
+
+class EvaluationError(Exception):
+    """A configuration, checkpoint or dataset mistake, reported without a traceback."""
+
+
+def _checkpoint_path(cfg: DictConfig) -> Path:
+    """``cfg.ckpt_path``, checked to name a file.
+
+    Raises:
+        EvaluationError: with the reason.
+    """
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None or str(ckpt).strip() == "":
+        raise EvaluationError(f"ckpt_path is required\n{USAGE}")
+    ckpt_path = Path(str(ckpt)).expanduser()
+    if not ckpt_path.is_file():
+        raise EvaluationError(f"ckpt_path {str(ckpt_path)!r}: no such file")
+    return ckpt_path
+
+
+def _options(cfg: DictConfig) -> tuple[Strategy, str, torch.device]:
+    """The strategy, precision and device of ``cfg``, checked.
+
+    Raises:
+        EvaluationError: with the reason.
+    """
+    import torch
+
+    from p3m_lightning.inference import Strategy
+
+    try:
+        strategy = Strategy(str(cfg.strategy))
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise EvaluationError(f"unknown strategy {cfg.strategy!r}; choose {choices}") from None
+    precision = str(cfg.precision)
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    try:
+        device = torch.device(str(cfg.device))
+    except RuntimeError as err:
+        raise EvaluationError(f"device {cfg.device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; use 'cpu'")
+    return strategy, precision, device
+
+
+def _set_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of each metric over ``rows`` (None without images) and the image count."""
+    n = len(rows)
+    # Summed in image order in float64 as MattingMetrics does: MattingTask's means, to the bit,
+    # for the same predictions.
+    means = {name: (sum(row[name] for row in rows) / n if n else None) for name in METRIC_TITLES}
+    return {"n_images": n, **means}
+
+
+def _format_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    # MSE and MAD are printed like the published tables (0.0026), the sums with two decimals.
+    return f"{value:.4f}" if name.startswith(("mse", "mad")) else f"{value:.2f}"
+
+
+def format_table(sets: dict[str, dict[str, Any]]) -> str:
+    """The per-set means as a fixed-width text table: a row per set, a column per metric."""
+    width = max(len(t) for t in METRIC_TITLES.values()) + 2
+    name_width = max([len("set"), *(len(name) for name in sets)]) + 2
+    header = f"{'set':<{name_width}}{'images':>8}" + "".join(
+        f"{title:>{width}}" for title in METRIC_TITLES.values()
+    )
+    lines = [header]
+    for name, summary in sets.items():
+        cells = "".join(f"{_format_value(m, summary[m]):>{width}}" for m in METRIC_TITLES)
+        lines.append(f"{name:<{name_width}}{summary['n_images']:>8}{cells}")
+    return "\n".join(lines)
+
+
+def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["set", "name", *METRIC_TITLES])
+        writer.writeheader()
+        # repr keeps every bit, so the CSV's means are the summary's.
+        writer.writerows(
+            {k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows
+        )
+
+
+def _evaluate_set(
+    model: P3MNet,
+    loader: Iterable[dict[str, Any]],
+    set_name: str,
+    cfg: DictConfig,
+    strategy: Strategy,
+    device: torch.device,
+    predictions_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """Score every image of one evaluation set; returns a row per image."""
+    import torch
+    from tqdm import tqdm
+
+    from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
+    from p3m_lightning.inference import predict_alpha
+    from p3m_lightning.metrics import MattingMetrics
+
+    rows = []
+    bf16 = str(cfg.precision) == "bf16"
+    if predictions_dir is not None:
+        predictions_dir.mkdir(parents=True, exist_ok=True)
+    for batch in tqdm(loader, desc=set_name, unit="image", dynamic_ncols=True):
+        name = batch["name"][0]
+        image = batch["image"].to(device)
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            pred = predict_alpha(model, image, strategy, int(cfg.max_side))
+        # MattingMetrics owns the conversion to the benchmark's dtypes (the loader's float32
+        # k / 255 alpha snapped back to float64 k / 255); over one image its means are that
+        # image's values, exactly as MattingTask scores it.
+        metric = MattingMetrics()
+        metric.update(pred, batch["alpha"][0, 0], batch["trimap"][0, 0])
+        rows.append(
+            {"set": set_name, "name": name, **{k: float(v) for k, v in metric.compute().items()}}
+        )
+        if predictions_dir is not None:
+            matte = alpha_to_uint8(pred.float().cpu().numpy())
+            write_png_atomic(predictions_dir / f"{name}.png", matte)
+    return rows
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score a checkpoint on every evaluation set of ``cfg.data``.
+
+    Args:
+        cfg: the ``conf/eval.yaml`` keys: ``ckpt_path``, ``data``, ``paths``, ``strategy``,
+            ``max_side``, ``save_predictions``, ``device``, ``precision``.
+
+    Returns:
+        The content of ``summary.json``: ``ckpt_path``, ``strategy``, ``max_side``,
+        ``precision``, ``device``, ``data_root`` and ``sets``, per evaluation set (in the
+        datamodule's order) ``n_images`` and the mean of each of the ten metrics.
+
+    Raises:
+        EvaluationError: a missing or unreadable checkpoint, an unknown option value, or a
+            missing or damaged dataset (the datamodule's message, which says where to get
+            P3M-10k).
+    """
+    ckpt_path = _checkpoint_path(cfg)
+    # torch and the data stack load only now, so a mistyped ckpt_path is reported at once.
+    strategy, precision, device = _options(cfg)
+    from hydra.utils import instantiate
+
+    from p3m_lightning.data.p3m10k import DatasetError
+    from p3m_lightning.models import CheckpointError, load_model
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        model = load_model(ckpt_path, map_location=device)
+    except CheckpointError as err:
+        raise EvaluationError(str(err)) from None
+    try:
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+    # FileExistsError: data.root holds a synthetic dataset of other parameters.
+    except (DatasetError, FileExistsError) as err:
+        raise EvaluationError(str(err)) from None
+
+    rows: list[dict[str, Any]] = []
+    sets: dict[str, dict[str, Any]] = {}
+    loaders = datamodule.test_dataloader()
+    for set_name, loader in zip(datamodule.eval_set_names, loaders, strict=True):
+        predictions_dir = output_dir / "predictions" / set_name if cfg.save_predictions else None
+        set_rows = _evaluate_set(model, loader, set_name, cfg, strategy, device, predictions_dir)
+        sets[set_name] = _set_summary(set_rows)
+        rows.extend(set_rows)
+
+    summary = {
+        "ckpt_path": str(ckpt_path),
+        "strategy": strategy.value,
+        "max_side": int(cfg.max_side),
+        "precision": precision,
+        "device": str(device),
+        "data_root": str(datamodule.root),
+        "sets": sets,
+    }
+    _write_per_image(output_dir / "per_image.csv", rows)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n" + format_table(sets))
+    print(f"\nOutputs in {output_dir}: per_image.csv, summary.json")
+    return summary
+
+
+def run(cfg: DictConfig) -> int:
+    """``evaluate(cfg)`` for the command line: a mistake is one message and status 2.
+
+    Returns:
+        0 on success, 2 on a configuration, checkpoint or dataset mistake (message on stderr).
+    """
+    try:
+        evaluate(cfg)
+    except EvaluationError as err:
+        print(f"eval: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
