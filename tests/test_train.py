@@ -196,3 +196,38 @@ def test_ddp_sim_metrics_equal_single_process_evaluation(tmp_path, data_root) ->
     assert metrics.keys() == result["after"].keys()
     for key, value in metrics.items():
         assert result["after"][key] == pytest.approx(value, rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_ppt_sweep_and_report(tmp_path, data_root) -> None:
+    train(tiny(tmp_path / "prepare", data_root, "train=false", "test=false"))
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "experiment=ppt_bb,ppt_nn",
+        "seed=1,2",
+        "data=synthetic",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        f"paths.root_dir={tmp_path}",
+        f"data.root={data_root}",
+        "validate_before=false",
+        "callbacks.progress_bar=null",
+        "+trainer.num_sanity_val_steps=0",
+        *TINY_DATA,
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+    assert len(list(sweep.glob("*/metrics.json"))) == 4
+    report = subprocess.run(
+        [sys.executable, "-m", "p3m_lightning.report", str(sweep), "--out", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = (tmp_path / "t" / "table.md").read_text()
+    assert "P3M-Net (ResNet-34-mp)" in table and "published" in table
+    assert "±" in table
