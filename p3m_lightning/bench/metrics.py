@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import cv2
 import numpy as np
 
+from p3m_lightning.bench.model import median_seconds as _median_seconds
 from p3m_lightning.data.synthetic import render_portrait, trimap_from_alpha
 from p3m_lightning.metrics import compute_matting_metrics, connectivity_error
 
 HEIGHT, WIDTH = 1080, 1920
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def synthetic_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,8 @@ GFLOP_PER_512 = 117.3
 """Multiply-adds counted as 2, per 512x512 image (P3M_SPEC §3)."""
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -30,7 +31,7 @@ def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> 
 def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> float:
     """Measured GFLOP/s of an ``n x n`` matrix multiply in ``dtype``."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / _median_seconds(lambda: a @ b, repeats, warmup=2) / 1e9
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats, warmup=2) / 1e9
 
 
 def run(repeats: int = 5) -> None:
@@ -49,7 +50,7 @@ def run(repeats: int = 5) -> None:
             torch.inference_mode(),
             torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32),
         ):
-            seconds = _median_seconds(lambda: model(x), repeats if dtype == torch.float32 else 2)
+            seconds = median_seconds(lambda: model(x), repeats if dtype == torch.float32 else 2)
         gflops = GFLOP_PER_512 / seconds
         rows.append((label, seconds))
         print(

@@ -34,25 +34,10 @@ from pymatting import estimate_foreground_ml
 from tqdm import tqdm
 
 from p3m_lightning.data.p3m10k import DatasetError, read_mask, read_rgb, verify_split
+from p3m_lightning.imageio import write_png_atomic
 
 OUTPUT_FOLDERS = ("fg", "bg")
-_TMP_SUFFIX = ".tmp"
-
-
-def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB image as PNG through a temporary file in the same folder and a rename."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{path}: OpenCV could not encode the PNG")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data.tobytes())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+_TMP_SUFFIX = ".tmp"  # of write_png_atomic's temporary files
 
 
 def estimate_fgbg(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,8 +64,8 @@ def _prepare_one(image_path: Path, mask_path: Path, fg_path: Path, bg_path: Path
             (h, w), (mh, mw) = image.shape[:2], alpha.shape
             return f"image is {w}x{h} but its mask {mw}x{mh}"
         fg, bg = estimate_fgbg(image, alpha)
-        _write_png_atomic(fg_path, fg)
-        _write_png_atomic(bg_path, bg)
+        write_png_atomic(fg_path, fg)
+        write_png_atomic(bg_path, bg)
     # A worker must report, not die, on any failure of one sample, so the others still finish.
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
