@@ -13,7 +13,7 @@ from PIL import Image
 
 from p3m_lightning.api import Matter, parse_background
 from p3m_lightning.imageio import ImageReadError, alpha_to_uint8, read_image, write_png_atomic
-from p3m_lightning.models import P3MNet, save_published
+from p3m_lightning.models import P3MNet, load_model, save_published
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_predict_accepts_array_pil_and_path(matter: Matter, tmp_path: Path) -> N
 def test_lightning_checkpoint_gives_the_same_alpha(
     ckpt: Path, matter: Matter, tmp_path: Path
 ) -> None:
-    net = matter.model
+    net = load_model(ckpt)  # unfused: Matter's own model has BatchNorm folded in
     lightning = tmp_path / "last.ckpt"
     torch.save(
         {
