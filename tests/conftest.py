@@ -57,3 +57,14 @@ def golden_checkpoint(tmp_path_factory: pytest.TempPathFactory, golden_state) ->
     path = tmp_path_factory.mktemp("golden") / "p3mnet_golden.pth"
     torch.save({"state_dict": golden_state}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weights P3M-Net in the published checkpoint format."""
+    from p3m_lightning.models import P3MNet, save_published
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"
+    save_published(P3MNet(), path)
+    return path

@@ -13,16 +13,7 @@ from PIL import Image
 
 from p3m_lightning.api import Matter, parse_background
 from p3m_lightning.imageio import ImageReadError, alpha_to_uint8, read_image, write_png_atomic
-from p3m_lightning.models import P3MNet, load_model, save_published
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weights P3M-Net in the published checkpoint format."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"
-    save_published(P3MNet(), path)
-    return path
+from p3m_lightning.models import load_model
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,10 @@ import pytest
 import torch
 
 from p3m_lightning.export import OUTPUT_NAMES, ExportWrapper, main
-from p3m_lightning.models import P3MNet, load_model, save_published
+from p3m_lightning.models import load_model
 
 SIZES = ((64, 96), (96, 64))
 """Two sizes; the first is the tracing example, the second swaps height and width."""
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"
-    save_published(P3MNet(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from p3m_lightning.models import P3MNet, save_published
 from p3m_lightning.predict import find_inputs, output_stems, predict
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weights P3M-Net in the published checkpoint format."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"
-    save_published(P3MNet(), path)
-    return path
 
 
 def _photo(height: int, width: int, seed: int) -> np.ndarray:
