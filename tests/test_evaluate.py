@@ -11,14 +11,13 @@ from pathlib import Path
 import cv2
 import pytest
 import pytorch_lightning as pl
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from p3m_lightning.evaluate import METRIC_TITLES, EvaluationError, evaluate, format_table, run
 from p3m_lightning.metrics import METRIC_NAMES
-from p3m_lightning.models import P3MNet, load_model, save_published
+from p3m_lightning.models import load_model
 from p3m_lightning.task import MattingTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,15 +49,6 @@ def compose_eval(tmp: Path, data: list[str], ckpt: Path, *extra: str) -> DictCon
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("eval", overrides=overrides)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weights P3M-Net in the published checkpoint format."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
-    save_published(P3MNet(), path)
-    return path
 
 
 @pytest.fixture(scope="module")
