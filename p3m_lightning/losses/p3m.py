@@ -1,4 +1,4 @@
-"""The P3M-Net training objective (section 4 of the spec, after the reference ``core/train.py``).
+"""The P3M-Net training objective (after the reference ``core/train.py``).
 
 Batch vocabulary (all ``float`` tensors):
 
