@@ -30,8 +30,9 @@ from PIL import Image, ImageColor
 from torch import nn
 
 from p3m_lightning.imageio import alpha_to_uint8, pil_to_rgb8, read_image, to_rgb8
-from p3m_lightning.inference import MAX_SIDE, Strategy, normalize, predict_alpha
+from p3m_lightning.inference import MAX_SIDE, Strategy, predict_alpha
 from p3m_lightning.models import P3MOutput, load_model
+from p3m_lightning.normalization import normalize
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
 """A photo: an ``(H, W[, C])`` array (see ``imageio.to_rgb8``), a Pillow image or a file path."""

@@ -31,7 +31,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from p3m_lightning.data.privacy import obfuscate_faces
 from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
-from p3m_lightning.inference import denormalize
+from p3m_lightning.normalization import denormalize
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from p3m_lightning.atomic import atomic_path
 from p3m_lightning.models import CheckpointError, load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -149,19 +149,6 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path``, renamed over it if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _example(model: nn.Module) -> torch.Tensor:
     device = next(model.parameters()).device
     return torch.randn(1, 3, *TRACE_SIZE, device=device)
@@ -185,7 +172,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17) -> P
     with (
         _traceable_max_unpool(),
         _onnx_max_unpool(opset),
-        _atomic_path(path) as tmp,
+        atomic_path(path) as tmp,
         _quiet_tracing(),
     ):
         torch.onnx.export(
@@ -211,7 +198,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
     wrapper = ExportWrapper(model).eval()
     with (
         _traceable_max_unpool(),
-        _atomic_path(path) as tmp,
+        atomic_path(path) as tmp,
         _quiet_tracing(),
         torch.no_grad(),
     ):

@@ -15,12 +15,13 @@ returns an ``(H, W, 3)`` uint8 RGB array in the orientation the camera's EXIF ta
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from p3m_lightning.atomic import write_bytes_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 """File suffixes (lower case) taken for images when a folder or glob is given."""
@@ -140,14 +141,4 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    # A unique name per writer; opened "x" so the umask applies, unlike mkstemp's 0600 files.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(encoded.tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes_atomic(path, encoded.tobytes())

@@ -1,4 +1,4 @@
-"""Whole-image test strategies of P3M-Net (P3M_SPEC §5), on tensors.
+"""Whole-image test strategies of P3M-Net (docs/p3m-net.md §6), on tensors.
 
 One implementation serves validation, ``eval.py``, ``predict.py`` and the Python API. Images
 are ImageNet-normalised tensors; resizing is bilinear torch interpolation, antialiased when
@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SIDE = 1600
 """Largest side the network sees (the reference's MAX_SIZE_H / MAX_SIZE_W)."""
 
@@ -24,20 +22,6 @@ class Strategy(str, Enum):
 
     RESIZE = "resize"
     HYBRID = "hybrid"
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` RGB in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    return (image - mean) / std
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``normalize``: ImageNet-normalised ``(B, 3, H, W)`` -> RGB in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    return (image * std + mean).clamp(0.0, 1.0)
 
 
 def network_size(

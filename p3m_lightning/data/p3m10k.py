@@ -28,12 +28,8 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 from tqdm import tqdm
 
-from p3m_lightning.data.transforms import (
-    P3MTrainTransform,
-    generate_trimap,
-    normalise_image,
-    to_tensor_sample,
-)
+from p3m_lightning.data.transforms import P3MTrainTransform, normalise_image, to_tensor_sample
+from p3m_lightning.data.trimap import generate_trimap
 
 VerifyMode = Literal["full", "quick", "off"]
 VERIFY_MODES = ("full", "quick", "off")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from p3m_lightning.atomic import write_bytes_atomic
 from p3m_lightning.data.privacy import obfuscate_faces
+from p3m_lightning.data.trimap import generate_trimap
 
 MARKER = ".synthetic.json"
 JPEG_QUALITY = 95
@@ -397,8 +398,8 @@ def render_portrait(height: int, width: int, rng: np.random.Generator) -> Portra
 def trimap_from_alpha(alpha: np.ndarray) -> np.ndarray:
     """Trimap of an alpha matte: 255 sure foreground, 128 unknown, 0 background.
 
-    Foreground is the opaque part eroded, unknown is the non-zero part dilated minus that,
-    with an elliptical kernel of ~10 px per 320 px of the shorter side (at least 3 px).
+    The online-trimap rule of training (``transforms.generate_trimap``) with an elliptical kernel
+    of ~10 px per 320 px of the shorter side (at least 3 px).
 
     Args:
         alpha: HxW uint8 matte.
@@ -406,13 +407,7 @@ def trimap_from_alpha(alpha: np.ndarray) -> np.ndarray:
     Returns:
         HxW uint8 trimap.
     """
-    size = max(3, round(min(alpha.shape) / 32))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    fg = cv2.erode((alpha == 255).astype(np.uint8), kernel)
-    unknown = cv2.dilate((alpha > 0).astype(np.uint8), kernel)
-    trimap = np.where(unknown > 0, 128, 0).astype(np.uint8)
-    trimap[fg > 0] = 255
-    return trimap
+    return generate_trimap(alpha, max(3, round(min(alpha.shape) / 32)))
 
 
 def _encode(path: Path, array: np.ndarray) -> bytes:
@@ -423,14 +418,6 @@ def _encode(path: Path, array: np.ndarray) -> bytes:
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode this image")
     return buffer.tobytes()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename, so no reader ever sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _samples(root: Path, params: dict) -> Iterator[tuple[int, int, dict[str, Path]]]:
@@ -531,8 +518,8 @@ def generate(
         if "trimap" in paths:
             arrays["trimap"] = trimap_from_alpha(portrait.alpha)
         for folder, path in paths.items():
-            _write_atomic(path, _encode(path, arrays[folder]))
-    _write_atomic(marker, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+            write_bytes_atomic(path, _encode(path, arrays[folder]))
+    write_bytes_atomic(marker, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
     return root
 
 

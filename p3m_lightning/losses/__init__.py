@@ -1,4 +1,4 @@
-"""Training objectives, one module per method; each loss maps ``(outputs, batch)`` to named terms."""
+"""Training objectives, one module per method: ``(outputs, batch) -> named loss terms``."""
 
 from p3m_lightning.losses.p3m import (
     P3MLoss,

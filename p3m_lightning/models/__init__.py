@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` models: P3M-Net, its encoders, and checkpoint I/O."""
 
+from p3m_lightning.models.bn_folding import fuse_conv_bn
 from p3m_lightning.models.checkpoint import (
     CheckpointError,
     load_model,
@@ -8,7 +9,6 @@ from p3m_lightning.models.checkpoint import (
     to_published,
 )
 from p3m_lightning.models.encoders import ResNet34MP, TimmEncoder, build_encoder
-from p3m_lightning.models.fusion import fuse_conv_bn
 from p3m_lightning.models.p3mnet import P3MNet, P3MOutput, build_p3mnet, fuse
 
 __all__ = [

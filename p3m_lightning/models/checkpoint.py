@@ -15,23 +15,22 @@ arbitrary Python objects (and so could run code) is refused before anything in i
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from p3m_lightning.atomic import atomic_path
+from p3m_lightning.models.bn_folding import fuse_conv_bn
 from p3m_lightning.models.encoders import ResNet34MP
-from p3m_lightning.models.fusion import fuse_conv_bn
 from p3m_lightning.models.p3mnet import P3MNet, build_p3mnet
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
 ARCH_KEY = "p3m_net"
 """Key under which the project's checkpoints store ``P3MNet.arch_config()``."""
 
-# The reference registers the ResNet layers a second time as encoder0..4 (see P3M_SPEC §3).
+# The reference registers the ResNet layers a second time as encoder0..4 (docs/p3m-net.md §4).
 _ALIASES = (
     ("encoder0.0.", "resnet.conv1."),
     ("encoder0.1.", "resnet.bn1."),
@@ -40,39 +39,6 @@ _ALIASES = (
     ("encoder3.", "resnet.layer3."),
     ("encoder4.", "resnet.layer4."),
 )
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be used; the message names the file and the reason."""
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Safely read a checkpoint file into a dict.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: the file is not a readable checkpoint, or it holds Python objects that
-            ``weights_only`` loading refuses (such a file could run code when unpickled).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-        raise CheckpointError(
-            f"{path}: refused to load. The file holds Python objects other than tensors and "
-            "plain containers, and unpickling it could run arbitrary code. Nothing in it was "
-            f"executed. Only use checkpoints from a source you trust. ({first[:300]})"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - any decoding failure is reported with the file
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    return obj
 
 
 def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -130,16 +96,8 @@ def save_published(model: P3MNet, path: str | Path) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _summarise(names: list[str]) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
+
 STRIDES = (1, 2, 4, 8, 16, 32)
 
 
@@ -219,8 +221,6 @@ def load_imagenet_weights(module: nn.Module, path: str | Path) -> None:
     a ``module.`` prefix (DataParallel). Keys the encoder does not have (e.g. a classifier head
     of a timm model) are ignored; encoder keys the file lacks raise an error naming them.
     """
-    from p3m_lightning.models.checkpoint import CheckpointError, read_checkpoint
-
     state = read_checkpoint(path)
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):

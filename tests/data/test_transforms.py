@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from p3m_lightning.data import transforms
-from p3m_lightning.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    P3MTrainTransform,
-    generate_trimap,
-    normalise_image,
-    to_tensor_sample,
-    trimap_window,
-)
+from p3m_lightning.data.transforms import P3MTrainTransform, normalise_image, to_tensor_sample
+from p3m_lightning.data.trimap import generate_trimap, trimap_window
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _pattern(height: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:

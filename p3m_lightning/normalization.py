@@ -1,0 +1,31 @@
+"""ImageNet normalisation, the input convention of every network in this project.
+
+The constants live here once; the training data path uses an exact uint8 lookup table built from
+them (``p3m_lightning.data.transforms.normalise_image``), inference and logging use the tensor
+functions below.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    return mean, std
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> ImageNet-normalised."""
+    mean, std = _stats(image)
+    return (image - mean) / std
+
+
+def denormalize(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``normalize``: ImageNet-normalised ``(B, 3, H, W)`` -> RGB in [0, 1]."""
+    mean, std = _stats(image)
+    return (image * std + mean).clamp(0.0, 1.0)
