@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from p3m_lightning.data.p3m10k import DatasetError, P3MEvalDataset, P3MTrainDataset
 from p3m_lightning.data.privacy import obfuscate_faces
+from p3m_lightning.data.transforms import P3MTrainTransform
 
 P3M10K_HELP = """\
 P3M-10k is not at {root}.
@@ -85,7 +86,7 @@ class P3MDataModule(pl.LightningDataModule):
             fly).
         synthetic: if given, the generator's arguments; the synthetic P3M-10k is written to
             ``root`` on first use (seeded, so every machine gets the same files).
-        train_size: side of the training crops.
+        train_size: side of the training crops (``transform.size`` when a transform is given).
         batch_size: training batch size (evaluation always takes one whole image at a time).
         num_workers: DataLoader worker processes.
         fgbg: ``files`` (``train/fg``, ``train/bg``) or ``image`` (F = B = image; worse).
@@ -95,6 +96,9 @@ class P3MDataModule(pl.LightningDataModule):
         obfuscation_method: ``blur``, ``mosaic`` or ``fill`` for on-the-fly obfuscation.
         max_eval_images: evaluate at most this many images per set (quick checks).
         seed: seed of the training crops.
+        transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
+            flip and transition-crop parameters and optional extra augmentations); default the
+            published one at ``train_size``.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class P3MDataModule(pl.LightningDataModule):
         obfuscation_method: str = "blur",
         max_eval_images: int | None = None,
         seed: int = 0,
+        transform: P3MTrainTransform | None = None,
     ) -> None:
         super().__init__()
         if ppt_train not in ("B", "N"):
@@ -132,6 +137,7 @@ class P3MDataModule(pl.LightningDataModule):
         self.obfuscation_method = obfuscation_method
         self.max_eval_images = max_eval_images
         self.seed = seed
+        self.transform = transform
         self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] = {}
 
@@ -182,6 +188,7 @@ class P3MDataModule(pl.LightningDataModule):
             image_dir,
             self.train_size,
             self.fgbg,
+            transform=self.transform,
             seed=self.seed,
             verify=verify,
             obfuscate=obfuscate,

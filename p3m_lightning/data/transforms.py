@@ -1,4 +1,4 @@
-"""The P3M-Net training transform (P3M_SPEC §4) and the conversion to batch tensors.
+"""The P3M-Net training transform (docs/p3m-net.md §5) and the conversion to batch tensors.
 
 Plain numpy/OpenCV on ``HxWx3`` RGB and ``HxW`` uint8 arrays, so it can be tested and reused
 without a dataset. One training sample goes through::
@@ -7,13 +7,16 @@ without a dataset. One training sample goes through::
     -> crop -> horizontal flip -> bilinear resize of every map (trimap included) to size x size
 
 `P3MTrainTransform` returns uint8 maps; `to_tensor_sample` normalises them into the training
-batch vocabulary. All randomness comes from the ``numpy.random.Generator`` passed in, so a sample
-is a pure function of its inputs and the generator's seed.
+batch vocabulary. Optional extra augmentations (`Augmentation`, albumentations) run after the
+published steps; without them the transform is exactly the published one. All randomness comes
+from the ``numpy.random.Generator`` passed in, so a sample is a pure function of its inputs and
+the generator's seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,6 +58,8 @@ class P3MTrainTransform:
             30)`` in the reference).
         flip_prob: Probability of a horizontal flip.
         transition_prob: Probability that the crop corner is drawn from the unknown region.
+        augment: Extra augmentations applied to the resized maps (`Augmentation`); None (the
+            published recipe) draws nothing more from the generator.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class P3MTrainTransform:
         kernel_range: tuple[int, int] = (15, 30),
         flip_prob: float = 0.5,
         transition_prob: float = 0.5,
+        augment: Augmentation | None = None,
     ) -> None:
         if size < 1 or not crop_sizes or min(crop_sizes) < 1:
             raise ValueError(f"size and crop_sizes must be positive, got {size}, {crop_sizes}")
@@ -74,6 +80,7 @@ class P3MTrainTransform:
         self.kernel_range = (int(kernel_range[0]), int(kernel_range[1]))
         self.flip_prob = flip_prob
         self.transition_prob = transition_prob
+        self.augment = augment
 
     def crop_side(self, drawn: int, height: int, width: int) -> int:
         """The crop side actually used for a drawn side on an ``height x width`` image."""
@@ -135,7 +142,51 @@ class P3MTrainTransform:
             if flip:
                 crop = cv2.flip(crop, 1)
             out[key] = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        return out
+        return out if self.augment is None else self.augment(out, rng)
+
+
+class Augmentation:
+    """Extra albumentations transforms, applied consistently to all maps of one training sample.
+
+    Image, F and B are albumentations "image" targets: a photometric transform (colour jitter,
+    JPEG quality, noise, blur, ...) applies the same drawn parameters (and the same noise) to the
+    three, so ``image = alpha F + (1 - alpha) B`` keeps holding for linear changes. Alpha and the
+    trimap are "mask" targets: geometric transforms move them with the image, resampled
+    bilinearly as the published resize does; photometric transforms leave them alone. Every
+    draw is seeded from the sample's generator, so a sample stays a function of its seed.
+
+    Args:
+        transforms: albumentations transforms, applied in order (``albumentations.Compose``).
+    """
+
+    def __init__(self, transforms: Sequence[Any]) -> None:
+        import albumentations
+
+        self.compose = albumentations.Compose(
+            list(transforms),
+            additional_targets={"fg": "image", "bg": "image", "trimap": "mask"},
+            mask_interpolation=cv2.INTER_LINEAR,
+        )
+
+    def __call__(
+        self, maps: dict[str, np.ndarray], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """Augment ``P3MTrainTransform``'s uint8 maps (same keys and shapes out)."""
+        self.compose.set_random_seed(int(rng.integers(2**31 - 1)))
+        out = self.compose(
+            image=maps["image"],
+            fg=maps["fg"],
+            bg=maps["bg"],
+            mask=maps["alpha"],
+            trimap=maps["trimap"],
+        )
+        return {
+            "image": out["image"],
+            "alpha": out["mask"],
+            "trimap": out["trimap"],
+            "fg": out["fg"],
+            "bg": out["bg"],
+        }
 
 
 def normalise_image(image: np.ndarray) -> np.ndarray:

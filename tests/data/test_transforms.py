@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from p3m_lightning.data import transforms
-from p3m_lightning.data.transforms import P3MTrainTransform, normalise_image, to_tensor_sample
+from p3m_lightning.data.transforms import (
+    Augmentation,
+    P3MTrainTransform,
+    normalise_image,
+    to_tensor_sample,
+)
 from p3m_lightning.data.trimap import generate_trimap, trimap_window
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -267,3 +274,62 @@ def test_rejects_mismatched_maps() -> None:
         P3MTrainTransform(size=32)(
             maps["image"], maps["alpha"][:90], maps["fg"], maps["bg"], np.random.default_rng(0)
         )
+
+
+def _same_maps(size: int = 96) -> dict[str, np.ndarray]:
+    """image = F = B (a colour pattern), so a consistent photometric change keeps them equal."""
+    maps = _pattern(300, 260, seed=3)
+    return {**maps, "fg": maps["image"].copy(), "bg": maps["image"].copy()}
+
+
+def test_photometric_augmentation_changes_image_f_and_b_alike_and_leaves_alpha() -> None:
+    import albumentations
+
+    maps = _same_maps()
+    plain = _call(P3MTrainTransform(size=96), maps, seed=11)
+    augment = Augmentation([albumentations.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)])
+    out = _call(P3MTrainTransform(size=96, augment=augment), maps, seed=11)
+    # The published draws come first, so the crop is the plain one's.
+    np.testing.assert_array_equal(out["alpha"], plain["alpha"])
+    np.testing.assert_array_equal(out["trimap"], plain["trimap"])
+    assert np.abs(out["image"].astype(int) - plain["image"]).mean() > 2
+    np.testing.assert_array_equal(out["fg"], out["image"])
+    np.testing.assert_array_equal(out["bg"], out["image"])
+
+
+def test_geometric_augmentation_moves_every_map_together() -> None:
+    import albumentations
+
+    maps = _pattern(300, 260, seed=4)
+    plain = _call(P3MTrainTransform(size=96), maps, seed=2)
+    augment = Augmentation([albumentations.VerticalFlip(p=1.0)])
+    out = _call(P3MTrainTransform(size=96, augment=augment), maps, seed=2)
+    for key in ("image", "alpha", "trimap", "fg", "bg"):
+        np.testing.assert_array_equal(out[key], plain[key][::-1], err_msg=key)
+
+
+def test_augmentation_is_a_function_of_the_sample_seed() -> None:
+    import albumentations
+
+    transform = P3MTrainTransform(
+        size=64, augment=Augmentation([albumentations.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)])
+    )
+    maps = _same_maps()
+    first, again, other = (_call(transform, maps, seed=s)["image"] for s in (5, 5, 6))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_photometric_config_instantiates_into_the_datamodule() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("train", overrides=["data/transform/augment=photometric"])
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule.transform, P3MTrainTransform)
+    assert datamodule.transform.size == cfg.data.train_size
+    assert isinstance(datamodule.transform.augment, Augmentation)
+    out = _call(datamodule.transform, _same_maps(), seed=0)
+    assert out["image"].shape == (cfg.data.train_size, cfg.data.train_size, 3)
