@@ -15,7 +15,7 @@ the generator's seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -96,6 +96,7 @@ class P3MTrainTransform:
         fg: np.ndarray,
         bg: np.ndarray,
         rng: np.random.Generator,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Transform one sample.
 
@@ -105,10 +106,15 @@ class P3MTrainTransform:
             fg: (H, W, 3) uint8 RGB foreground F.
             bg: (H, W, 3) uint8 RGB background B.
             rng: The only source of randomness.
+            extra: More maps of the same height and width, cropped, flipped and resized with
+                the others (e.g. P3M-CP's aligned source and face mask); (H, W, 3) images are
+                resized bilinearly, (H, W) masks with nearest neighbour (they stay binary).
+                They draw nothing from ``rng``.
 
         Returns:
             ``image``, ``fg``, ``bg``: (size, size, 3) uint8; ``alpha``: (size, size) uint8;
-            ``trimap``: (size, size) uint8, 0/128/255 blurred by the resize into in-between values.
+            ``trimap``: (size, size) uint8, 0/128/255 blurred by the resize into in-between
+            values; and each ``extra`` map under its own key.
         """
         h, w = alpha.shape[:2]
         if alpha.ndim != 2 or any(a.shape != (h, w, 3) for a in (image, fg, bg)):
@@ -116,6 +122,10 @@ class P3MTrainTransform:
                 "image, fg and bg must be HxWx3 and alpha HxW of the same size, got "
                 f"{image.shape}, {fg.shape}, {bg.shape} and {alpha.shape}"
             )
+        extra = dict(extra or {})
+        wrong = {k: v.shape for k, v in extra.items() if v.shape[:2] != (h, w)}
+        if wrong:
+            raise ValueError(f"extra maps must be {h}x{w} like alpha, got {wrong}")
         kernel_size = int(rng.integers(self.kernel_range[0], self.kernel_range[1] + 1))
         c = self.crop_side(self.crop_sizes[int(rng.integers(len(self.crop_sizes)))], h, w)
         region = (max(h - c, 1), max(w - c, 1))
@@ -137,11 +147,14 @@ class P3MTrainTransform:
             "fg": fg[y : y + c, x : x + c],
             "bg": bg[y : y + c, x : x + c],
         }
+        crops.update({key: full[y : y + c, x : x + c] for key, full in extra.items()})
         out = {}
         for key, crop in crops.items():
             if flip:
                 crop = cv2.flip(crop, 1)
-            out[key] = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+            nearest = key in extra and crop.ndim == 2
+            interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+            out[key] = cv2.resize(crop, (self.size, self.size), interpolation=interpolation)
         return out if self.augment is None else self.augment(out, rng)
 
 
@@ -171,7 +184,15 @@ class Augmentation:
     def __call__(
         self, maps: dict[str, np.ndarray], rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
-        """Augment ``P3MTrainTransform``'s uint8 maps (same keys and shapes out)."""
+        """Augment ``P3MTrainTransform``'s uint8 maps (same keys and shapes out).
+
+        Maps beyond the five of the published transform (its ``extra``) follow too: (H, W, 3)
+        ones as images, (H, W) ones as masks.
+        """
+        extra = {k: v for k, v in maps.items() if k not in MAP_KEYS}
+        new = {k: ("image" if v.ndim == 3 else "mask") for k, v in extra.items()}
+        if new.keys() - self.compose.additional_targets.keys():
+            self.compose.add_targets(new)
         self.compose.set_random_seed(int(rng.integers(2**31 - 1)))
         out = self.compose(
             image=maps["image"],
@@ -179,14 +200,10 @@ class Augmentation:
             bg=maps["bg"],
             mask=maps["alpha"],
             trimap=maps["trimap"],
+            **extra,
         )
-        return {
-            "image": out["image"],
-            "alpha": out["mask"],
-            "trimap": out["trimap"],
-            "fg": out["fg"],
-            "bg": out["bg"],
-        }
+        out["alpha"] = out.pop("mask")
+        return {key: out[key] for key in maps}
 
 
 def normalise_image(image: np.ndarray) -> np.ndarray:

@@ -333,3 +333,32 @@ def test_photometric_config_instantiates_into_the_datamodule() -> None:
     assert isinstance(datamodule.transform.augment, Augmentation)
     out = _call(datamodule.transform, _same_maps(), seed=0)
     assert out["image"].shape == (cfg.data.train_size, cfg.data.train_size, 3)
+
+
+def test_extra_maps_follow_the_crop_flip_and_resize_and_masks_stay_binary() -> None:
+    import albumentations
+
+    maps = _pattern(300, 260, seed=5)
+    extra = {"cp_source": maps["image"].copy(), "cp_mask": np.where(maps["alpha"] > 128, 255, 0)}
+    extra["cp_mask"] = extra["cp_mask"].astype(np.uint8)
+    for augment in (None, Augmentation([albumentations.VerticalFlip(p=1.0)])):
+        transform = P3MTrainTransform(size=96, augment=augment)
+        rng = np.random.default_rng(8)
+        out = transform(maps["image"], maps["alpha"], maps["fg"], maps["bg"], rng, extra=extra)
+        plain = _call(P3MTrainTransform(size=96, augment=augment), maps, seed=8)
+        # Extras draw nothing: the published maps are the same with or without them.
+        for key in ("image", "alpha", "trimap"):
+            np.testing.assert_array_equal(out[key], plain[key])
+        np.testing.assert_array_equal(out["cp_source"], out["image"])
+        assert set(np.unique(out["cp_mask"])) <= {0, 255}
+        agree = (out["cp_mask"] > 0) == (out["alpha"] > 128)
+        assert agree.mean() > 0.97
+    with pytest.raises(ValueError, match="extra maps"):
+        transform(
+            maps["image"],
+            maps["alpha"],
+            maps["fg"],
+            maps["bg"],
+            rng,
+            extra={"x": maps["alpha"][:5]},
+        )
