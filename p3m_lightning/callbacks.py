@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from p3m_lightning.data.privacy import obfuscate_faces
+from p3m_lightning.data.privacy import ON_NO_FACE, find_face_region, obfuscate_region
 from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
 from p3m_lightning.normalization import denormalize
 
@@ -66,10 +66,14 @@ class ImagePanelLogger(pl.Callback):
 
     Args:
         num_images: panels per evaluation set and validation run (its first batches).
-        allow_unobfuscated: show the images as they are. By default each image's faces are
-            obfuscated first: those of the batch's ``face_mask`` when it has one, else those
-            `p3m_lightning.data.privacy.detect_faces` finds.
+        allow_unobfuscated: show the images as they are. By default each image is obfuscated
+            first, failing closed (`p3m_lightning.data.privacy.find_face_region`): inside the
+            batch's ``face_mask`` (or ``privacy_mask``, where the dataset obfuscated on the
+            fly) when it has one, else around the faces the detector finds, else by the
+            ``on_no_face`` fallback on the batch's true alpha; a ``skip`` writes no panel.
         obfuscation_method: ``blur``, ``mosaic`` or ``fill`` (see ``obfuscate_faces``).
+        on_no_face: ``person``, ``head``, ``skip`` or ``error`` (see ``find_face_region``).
+        use_detector: try the face detector before the fallback.
         output_dir: folder to write PNG panels under; None writes none.
         max_height: largest panel height in pixels, to keep logs small.
     """
@@ -79,37 +83,60 @@ class ImagePanelLogger(pl.Callback):
         num_images: int = 2,
         allow_unobfuscated: bool = False,
         obfuscation_method: str = "blur",
+        on_no_face: str = "person",
+        use_detector: bool = True,
         output_dir: str | os.PathLike | None = None,
         max_height: int = 256,
     ) -> None:
         super().__init__()
+        if on_no_face not in ON_NO_FACE:
+            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
         self.num_images = num_images
         self.allow_unobfuscated = allow_unobfuscated
         self.obfuscation_method = obfuscation_method
+        self.on_no_face = on_no_face
+        self.use_detector = use_detector
+        self.sources: dict[str, str] = {}
+        """``<set>/<image name>`` -> how its panel's face region was found (privacy report)."""
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.max_height = max_height
         self._panels: dict[str, list[tuple[str, np.ndarray]]] = {}
 
-    def build_panel(self, batch: dict[str, Any], pred: torch.Tensor) -> np.ndarray:
+    def build_panel(
+        self, batch: dict[str, Any], pred: torch.Tensor
+    ) -> tuple[np.ndarray | None, str]:
         """The panel of the first image of ``batch`` and its predicted alpha.
 
         Args:
             batch: evaluation batch: ``image`` ``(B, 3, H, W)`` ImageNet-normalised, ``alpha``
-                ``(B, 1, H, W)`` in [0, 1], optionally ``face_mask`` ``(B, 1, H, W)``
-                nonzero on faces.
+                ``(B, 1, H, W)`` in [0, 1], optionally ``face_mask`` or ``privacy_mask``
+                ``(B, 1, H, W)`` nonzero on faces.
             pred: ``(H, W)`` predicted alpha in [0, 1].
 
         Returns:
-            ``(h, 4 * w, 3)`` uint8 RGB, ``h = min(H, max_height)``.
+            ``(h, 4 * w, 3)`` uint8 RGB, ``h = min(H, max_height)`` (None when the face region
+            could not be established and ``on_no_face`` is ``skip``), and how the face region
+            was found (``unobfuscated`` when privacy was waived).
         """
         image = _to_uint8_rgb(batch["image"][0])
+        alpha = batch["alpha"][0, 0].detach().float().cpu().numpy()
+        source = "unobfuscated"
         if not self.allow_unobfuscated:
-            face_mask = batch.get("face_mask")
-            mask = face_mask[0, 0].cpu().numpy().astype(np.uint8) if face_mask is not None else None
+            given = batch.get("face_mask", batch.get("privacy_mask"))
+            mask = given[0, 0].cpu().numpy().astype(np.uint8) if given is not None else None
             # Obfuscate at full resolution: detection needs the detail, and a face blurred
             # before shrinking stays unrecognisable at any display size.
-            image = obfuscate_faces(image, mask, method=self.obfuscation_method)
-        alpha = batch["alpha"][0, 0].detach().float().cpu().numpy()
+            region = find_face_region(
+                image,
+                mask,
+                alpha_to_uint8(alpha),
+                on_no_face=self.on_no_face,
+                use_detector=self.use_detector,
+            )
+            source = region.source
+            image = obfuscate_region(image, region, self.obfuscation_method)
+            if image is None:
+                return None, source
         pred_np = pred.detach().float().cpu().numpy()
         error = alpha_to_uint8(np.abs(pred_np - alpha))
         error_rgb = cv2.cvtColor(cv2.applyColorMap(error, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
@@ -128,7 +155,7 @@ class ImagePanelLogger(pl.Callback):
             panel = cv2.resize(
                 panel, (max(1, round(width * scale)), self.max_height), interpolation=cv2.INTER_AREA
             )
-        return panel
+        return panel, source
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start collecting this validation run's panels."""
@@ -153,9 +180,10 @@ class ImagePanelLogger(pl.Callback):
         set_name = names[dataloader_idx] if dataloader_idx < len(names) else str(dataloader_idx)
         sample = batch.get("name")
         sample_name = str(sample[0]) if sample else f"{batch_idx:04d}"
-        self._panels.setdefault(set_name, []).append(
-            (sample_name, self.build_panel(batch, outputs))
-        )
+        panel, source = self.build_panel(batch, outputs)
+        self.sources[f"{set_name}/{sample_name}"] = source
+        if panel is not None:
+            self._panels.setdefault(set_name, []).append((sample_name, panel))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Send the collected panels to the W&B loggers and the output folder."""

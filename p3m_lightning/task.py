@@ -20,6 +20,21 @@ LOGGED_TERMS = ("loss", "loss_global", "loss_local", "loss_fusion", "loss_comp")
 DEFAULT_EVAL_SET = "val"
 
 
+def drop_skipped(batch: dict[str, Any]) -> dict[str, Any] | None:
+    """``batch`` without its ``privacy == "skipped"`` samples; None if none is left."""
+    sources = batch.get("privacy")
+    if sources is None or "skipped" not in sources:
+        return batch
+    keep = [i for i, source in enumerate(sources) if source != "skipped"]
+    if not keep:
+        return None
+    index = torch.tensor(keep, device=batch["image"].device)
+    return {
+        key: value.index_select(0, index) if torch.is_tensor(value) else [value[i] for i in keep]
+        for key, value in batch.items()
+    }
+
+
 class MattingTask(pl.LightningModule):
     """Train and evaluate any P3M-Net variant.
 
@@ -81,8 +96,15 @@ class MattingTask(pl.LightningModule):
             return image.contiguous(memory_format=torch.channels_last)
         return image
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """One optimisation step on a batch of training crops."""
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        """One optimisation step on a batch of training crops.
+
+        Samples whose face region could not be established (``privacy == "skipped"``, see
+        ``p3m_lightning.data.privacy``) are dropped; a batch of only such samples is skipped.
+        """
+        batch = drop_skipped(batch)
+        if batch is None:
+            return None
         out = self.net(self._input(batch["image"]))
         terms = self.loss(out, batch)
         self.log_dict(
@@ -95,6 +117,10 @@ class MattingTask(pl.LightningModule):
         return terms["loss"]
 
     def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int):
+        # An image of an on-the-fly obfuscated set whose face region could not be established
+        # is not a face-obfuscated image: it is left out (and listed in the privacy report).
+        if drop_skipped(batch) is None:
+            return None
         image = batch["image"]
         if image.shape[0] != 1:
             raise ValueError(

@@ -52,7 +52,7 @@ def test_panel_layout(astronaut: np.ndarray) -> None:
     batch = _batch(astronaut)
     pred = batch["alpha"][0, 0].clone()
     pred[:, :100] = 0.5
-    panel = ImagePanelLogger(allow_unobfuscated=True).build_panel(batch, pred)
+    panel = ImagePanelLogger(allow_unobfuscated=True).build_panel(batch, pred)[0]
     assert panel.dtype == np.uint8 and panel.shape == (SIZE, 4 * SIZE, 3)
     np.testing.assert_array_equal(_image_part(panel), astronaut)
     np.testing.assert_array_equal(panel[:, SIZE : 2 * SIZE, 0], batch["alpha"][0, 0].numpy() * 255)
@@ -60,7 +60,7 @@ def test_panel_layout(astronaut: np.ndarray) -> None:
     error = panel[:, 3 * SIZE :]
     assert error[10, 50].sum() > error[10, 150].sum()  # error 0.5 is brighter than 0
 
-    small = ImagePanelLogger(max_height=64).build_panel(batch, pred)
+    small = ImagePanelLogger(max_height=64).build_panel(batch, pred)[0]
     assert small.shape == (64, 4 * 64, 3)
 
 
@@ -69,13 +69,13 @@ def test_faces_are_obfuscated_by_default(astronaut: np.ndarray) -> None:
     batch = _batch(astronaut)
     pred = batch["alpha"][0, 0]
 
-    shown = _image_part(ImagePanelLogger().build_panel(batch, pred))
+    shown = _image_part(ImagePanelLogger().build_panel(batch, pred)[0])
     assert detect_faces(shown) == []
     face_change = np.abs(shown[y : y + h, x : x + w].astype(int) - astronaut[y : y + h, x : x + w])
     assert face_change.mean() > 5.0
     np.testing.assert_array_equal(shown[-20:], astronaut[-20:])  # far from the face
 
-    waived = _image_part(ImagePanelLogger(allow_unobfuscated=True).build_panel(batch, pred))
+    waived = _image_part(ImagePanelLogger(allow_unobfuscated=True).build_panel(batch, pred)[0])
     assert len(detect_faces(waived)) == 1
 
 
@@ -85,7 +85,7 @@ def test_batch_face_mask_is_used(astronaut: np.ndarray) -> None:
     mask[y : y + h, x : x + w] = 255
     batch = _batch(astronaut, mask)
     shown = _image_part(
-        ImagePanelLogger(obfuscation_method="fill").build_panel(batch, batch["alpha"][0, 0])
+        ImagePanelLogger(obfuscation_method="fill").build_panel(batch, batch["alpha"][0, 0])[0]
     )
     inside = shown[mask > 0]
     assert (inside == inside[0]).all()  # one solid colour over exactly the mask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from p3m_lightning.data.p3m10k import DatasetError, P3MEvalDataset, P3MTrainDataset
-from p3m_lightning.data.privacy import obfuscate_faces
+from p3m_lightning.data.privacy import FaceObfuscator
 from p3m_lightning.data.transforms import P3MTrainTransform
 
 P3M10K_HELP = """\
@@ -67,14 +66,6 @@ class UnpaddedDistributedSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
-def _obfuscator(method: str):
-    return partial(_obfuscate, method=method)
-
-
-def _obfuscate(image, face_mask, method: str):
-    return obfuscate_faces(image, face_mask=face_mask, method=method)
-
-
 class P3MDataModule(pl.LightningDataModule):
     """P3M-10k (or the synthetic twin) for one PPT setting.
 
@@ -94,6 +85,10 @@ class P3MDataModule(pl.LightningDataModule):
         normal_train_dir: a root with ``train/original_image/`` and ``train/mask/`` of the
             user's own normal portraits, for N-training (or B-training, obfuscated on the fly).
         obfuscation_method: ``blur``, ``mosaic`` or ``fill`` for on-the-fly obfuscation.
+        on_no_face: on-the-fly obfuscation of an image without face mask in which the detector
+            finds no face: ``person``, ``head``, ``skip`` or ``error``
+            (`p3m_lightning.data.privacy.find_face_region`).
+        use_detector: try the face detector before that fallback.
         max_eval_images: evaluate at most this many images per set (quick checks).
         seed: seed of the training crops.
         transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
@@ -114,6 +109,8 @@ class P3MDataModule(pl.LightningDataModule):
         verify: Literal["full", "quick", "off"] = "full",
         normal_train_dir: str | None = None,
         obfuscation_method: str = "blur",
+        on_no_face: str = "person",
+        use_detector: bool = True,
         max_eval_images: int | None = None,
         seed: int = 0,
         transform: P3MTrainTransform | None = None,
@@ -134,7 +131,7 @@ class P3MDataModule(pl.LightningDataModule):
         self.fgbg = fgbg
         self.verify = verify
         self.normal_train_dir = Path(normal_train_dir) if normal_train_dir else None
-        self.obfuscation_method = obfuscation_method
+        self.obfuscator = FaceObfuscator(obfuscation_method, on_no_face, use_detector)
         self.max_eval_images = max_eval_images
         self.seed = seed
         self.transform = transform
@@ -176,7 +173,7 @@ class P3MDataModule(pl.LightningDataModule):
                 )
             # B-training on the user's normal portraits: obfuscated on the fly, never stored.
             if self.ppt_train == "B":
-                obfuscate = _obfuscator(self.obfuscation_method)
+                obfuscate = self.obfuscator
         elif self.ppt_train == "B":
             source, image_dir = root, "blurred_image"
         else:
@@ -214,7 +211,7 @@ class P3MDataModule(pl.LightningDataModule):
             root / "validation" / folder,
             image_dir,
             verify=verify,
-            obfuscate=_obfuscator(self.obfuscation_method) if blur else None,
+            obfuscate=self.obfuscator if blur else None,
         )
 
     def _world(self) -> tuple[int, int]:

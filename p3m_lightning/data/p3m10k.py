@@ -39,8 +39,12 @@ MAX_LISTED = 20
 PROGRESS_MIN = 100
 """Samples from which `verify_split` shows a progress bar while decoding."""
 
-Obfuscate = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
-"""``(image (H, W, 3) uint8 RGB, face mask (H, W) uint8 or None) -> obfuscated image``."""
+Obfuscate = Callable[
+    [np.ndarray, np.ndarray | None, np.ndarray | None], tuple[np.ndarray, np.ndarray, str]
+]
+"""``(image (H, W, 3) uint8, face mask (H, W) or None, alpha (H, W) uint8) -> (obfuscated image,
+(H, W) bool region that changed, how the region was found)``: a
+`p3m_lightning.data.privacy.FaceObfuscator`."""
 
 _REFETCH = (
     "re-download or re-extract these files from the P3M-10k release, or delete them together "
@@ -302,10 +306,13 @@ class P3MTrainDataset(Dataset):
         seed: Base seed of every sample's generator.
         verify: ``"full"``, ``"quick"`` or ``"off"``; see `verify_split`.
         obfuscate: Applied to each image before the transform, with its ``train/facemask`` mask
-            when that folder exists (else None), for on-the-fly face obfuscation.
+            when that folder exists (else None) and its matte, for on-the-fly face obfuscation
+            (`Obfuscate`); F and B take the obfuscated pixels inside the changed region.
 
     Samples: ``image``, ``fg``, ``bg``: (3, S, S) float32 ImageNet-normalised; ``alpha``:
-    (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255]; ``name``: stem.
+    (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255]; ``name``: stem;
+    with ``obfuscate``, ``privacy``: how the face region was found (``mask``, ``detector``, a
+    fallback, or ``skipped``: the training step drops such a sample).
     """
 
     def __init__(
@@ -356,11 +363,18 @@ class P3MTrainDataset(Dataset):
         sample = self.samples[index]
         image = read_rgb(sample.paths[self.image_dir])
         alpha = read_mask(sample.paths["mask"])
+        privacy = None
         if self.obfuscate is not None:
             face_mask = read_mask(sample.paths["facemask"]) if self.face_masks else None
-            image = self.obfuscate(image, face_mask)
+            image, region, privacy = self.obfuscate(image, face_mask, alpha)
         if self.fgbg == "files":
             fg, bg = read_rgb(sample.paths["fg"]), read_rgb(sample.paths["bg"])
+            if privacy is not None:
+                # F and B are the clear image's: inside the obfuscated region both become the
+                # obfuscated image, so alpha F + (1 - alpha) B is still the training image and
+                # the composition loss carries no clear face.
+                fg[region] = image[region]
+                bg[region] = image[region]
         else:
             fg = bg = image
         rng = np.random.default_rng([self.seed, index, self.epoch])
@@ -368,6 +382,8 @@ class P3MTrainDataset(Dataset):
             to_tensor_sample(self.transform(image, alpha, fg, bg, rng))
         )
         out["name"] = sample.name
+        if privacy is not None:
+            out["privacy"] = privacy
         return out
 
 
@@ -381,11 +397,13 @@ class P3MEvalDataset(Dataset):
             split has no ``trimap/`` folder (mid-range of the training kernels).
         verify: ``"full"``, ``"quick"`` or ``"off"``; see `verify_split`.
         obfuscate: Applied to each image with its ``facemask/`` mask when that folder exists (else
-            None), e.g. to build the face-blurred twin of a normal split on the fly.
+            None) and its matte, e.g. to build the face-blurred twin of a normal split on the
+            fly (`Obfuscate`).
 
     Samples: ``image``: (3, H, W) float32 ImageNet-normalised; ``alpha``: (1, H, W) float32 in
     [0, 1]; ``trimap``: (1, H, W) uint8 0/128/255; ``face_mask``: (1, H, W) uint8 0/255, only when
-    the split has ``facemask/``; ``name``: stem.
+    the split has ``facemask/``; ``name``: stem; with ``obfuscate``, ``privacy_mask`` (1, H, W)
+    uint8 0/255 (where the image was obfuscated) and ``privacy`` (how that region was found).
     """
 
     def __init__(
@@ -421,8 +439,9 @@ class P3MEvalDataset(Dataset):
         face_mask = None
         if self.has_face_mask:
             face_mask = np.where(read_mask(sample.paths["facemask"]) > 0, 255, 0).astype(np.uint8)
+        region = privacy = None
         if self.obfuscate is not None:
-            image = self.obfuscate(image, face_mask)
+            image, region, privacy = self.obfuscate(image, face_mask, alpha)
         out: dict[str, torch.Tensor | str] = {
             "image": torch.from_numpy(normalise_image(image)),
             "alpha": torch.from_numpy(alpha[None].astype(np.float32) / 255),
@@ -430,5 +449,9 @@ class P3MEvalDataset(Dataset):
         }
         if face_mask is not None:
             out["face_mask"] = torch.from_numpy(face_mask[None])
+        if region is not None:
+            # Where the image was obfuscated on the fly, for panels and the privacy report.
+            out["privacy_mask"] = torch.from_numpy(region[None].astype(np.uint8) * 255)
+            out["privacy"] = privacy
         out["name"] = sample.name
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -258,3 +259,174 @@ def obfuscate_faces(
         done = _obfuscate_region(image[y0:y1, x0:x1], method, strength, face_size, fill)
         out[y0:y1, x0:x1][region] = done[region]
     return out
+
+
+ON_NO_FACE = ("person", "head", "skip", "error")
+"""What to do with an image for which neither a face mask nor the detector gives a face."""
+
+SOURCES = ("mask", "detector", "person", "head", "skipped")
+"""How a face region was established: the dataset's mask, the detector, a fallback, or not at
+all (the image must not be written or used)."""
+
+HEAD_FRACTION = 0.5
+"""Share of the person's height, from the top of the silhouette, that the ``head`` fallback
+covers: generous for head-and-shoulders portraits (the head is about the top third) and still
+covering the head of an upright full-body shot."""
+
+
+class PrivacyError(RuntimeError):
+    """No face region could be established and ``on_no_face="error"`` was asked for."""
+
+
+@dataclass(frozen=True)
+class FaceRegion:
+    """Where an image must be obfuscated, and how that was decided.
+
+    Attributes:
+        mask: ``(H, W)`` uint8, 255 where to obfuscate; None when ``source`` is ``skipped``
+            (the image must then not be written, logged or used as a face-obfuscated image).
+        source: one of `SOURCES`.
+    """
+
+    mask: np.ndarray | None
+    source: str
+
+
+def _silhouette(alpha: np.ndarray) -> np.ndarray:
+    """The person, ``alpha > 0``, grown by 3 % of its size to take in the soft border."""
+    person = (alpha > 0).astype(np.uint8)
+    ys, xs = np.nonzero(person)
+    if ys.size == 0:
+        return person
+    reach = max(3, round(0.03 * max(int(ys.max() - ys.min()), int(xs.max() - xs.min()))))
+    return cv2.dilate(person, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+
+
+def person_region(alpha: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8 mask (0/255) of the whole person of an alpha matte.
+
+    A matte without any foreground gives the whole image: with no person to bound it, the only
+    region certain to hold every face is everything.
+    """
+    person = _silhouette(alpha)
+    if not person.any():
+        return np.full(alpha.shape, 255, np.uint8)
+    return person * np.uint8(255)
+
+
+def head_region(alpha: np.ndarray, fraction: float = HEAD_FRACTION) -> np.ndarray:
+    """``(H, W)`` uint8 mask (0/255) of the top ``fraction`` of the person's silhouette.
+
+    Derived from the matte alone, so it needs no detector: for an upright person the head is
+    the top of the silhouette. A matte without foreground gives the whole image.
+    """
+    person = _silhouette(alpha)
+    ys = np.nonzero(person.any(axis=1))[0]
+    if ys.size == 0:
+        return np.full(alpha.shape, 255, np.uint8)
+    top, bottom = int(ys[0]), int(ys[-1])
+    head = np.zeros_like(person)
+    cut = top + int(np.ceil(fraction * (bottom - top + 1)))
+    head[top:cut] = person[top:cut]
+    return head * np.uint8(255)
+
+
+def find_face_region(
+    image: np.ndarray,
+    face_mask: np.ndarray | None = None,
+    alpha: np.ndarray | None = None,
+    *,
+    on_no_face: str = "person",
+    use_detector: bool = True,
+) -> FaceRegion:
+    """Decide where to obfuscate one image, failing closed.
+
+    In order: the face mask when one is given (even an empty one: the dataset says there is no
+    face); else the faces `detect_faces` finds (when ``use_detector``); else the fallback
+    ``on_no_face``: ``person`` (the whole person of ``alpha``), ``head`` (the top of the
+    person, `head_region`), ``skip`` (no region: the caller must drop the image) or ``error``.
+    Without ``alpha`` the ``person`` and ``head`` fallbacks cover the whole image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        face_mask: ``(H, W)`` nonzero on faces, or None.
+        alpha: ``(H, W)`` uint8 matte of the image, or None.
+        on_no_face: one of `ON_NO_FACE`.
+        use_detector: False skips the detector, so every image without a mask gets the
+            fallback (the guarantee then does not depend on the detector's recall at all).
+
+    Raises:
+        PrivacyError: ``on_no_face="error"`` and no face region.
+        ValueError: an unknown ``on_no_face``.
+    """
+    if on_no_face not in ON_NO_FACE:
+        raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+    if face_mask is not None:
+        return FaceRegion(
+            np.where(_check_mask(face_mask, image.shape), 255, 0).astype(np.uint8), "mask"
+        )
+    if use_detector:
+        boxes = detect_faces(image)
+        if boxes:
+            return FaceRegion(face_mask_from_boxes(image.shape, boxes), "detector")
+    if on_no_face == "error":
+        raise PrivacyError(
+            "no face mask and no face found; set privacy.on_no_face to person, head or skip "
+            "to handle such images"
+        )
+    if on_no_face == "skip":
+        return FaceRegion(None, "skipped")
+    if alpha is None:
+        return FaceRegion(np.full(image.shape[:2], 255, np.uint8), on_no_face)
+    region = person_region(alpha) if on_no_face == "person" else head_region(alpha)
+    return FaceRegion(region, on_no_face)
+
+
+def obfuscate_region(
+    image: np.ndarray, region: FaceRegion, method: str = "blur"
+) -> np.ndarray | None:
+    """``image`` obfuscated inside ``region.mask``; None for a skipped region."""
+    if region.mask is None:
+        return None
+    return obfuscate_faces(image, region.mask, method=method)
+
+
+class FaceObfuscator:
+    """On-the-fly face obfuscation of dataset images, failing closed (`find_face_region`).
+
+    Used where a dataset must show obfuscated faces but stores clear ones: B-training on your
+    own normal portraits, and ``P3M-500-NP-B``, the blurred twin of P3M-500-NP.
+
+    Args:
+        method: ``blur``, ``mosaic`` or ``fill`` (`obfuscate_faces`).
+        on_no_face: the fallback for images without face mask and detected face (`ON_NO_FACE`).
+        use_detector: try the face detector before the fallback.
+    """
+
+    def __init__(
+        self, method: str = "blur", on_no_face: str = "person", use_detector: bool = True
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+        if on_no_face not in ON_NO_FACE:
+            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+        self.method = method
+        self.on_no_face = on_no_face
+        self.use_detector = use_detector
+
+    def __call__(
+        self, image: np.ndarray, face_mask: np.ndarray | None, alpha: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """Obfuscate one image.
+
+        Returns:
+            The obfuscated ``(H, W, 3)`` uint8 image, the ``(H, W)`` bool region that changed
+            (callers give F and B the same pixels there), and the region's source. A
+            ``skipped`` image comes back obfuscated whole, so that even a caller that forgot
+            to drop it shows no face.
+        """
+        region = find_face_region(
+            image, face_mask, alpha, on_no_face=self.on_no_face, use_detector=self.use_detector
+        )
+        mask = region.mask if region.mask is not None else np.full(image.shape[:2], 255, np.uint8)
+        return obfuscate_faces(image, mask, method=self.method), mask > 0, region.source

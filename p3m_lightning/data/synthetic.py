@@ -10,15 +10,17 @@ strands, composited over a textured background: ``image = alpha * F + (1 - alpha
                   fg/*.png, bg/*.png}
     <root>/validation/P3M-500-P/{blurred_image/*.jpg, original_image/*.jpg, mask/*.png,
                                  trimap/*.png, facemask/*.png}
-    <root>/validation/P3M-500-NP/{original_image/*.jpg, mask/*.png, trimap/*.png,
-                                  facemask/*.png}
+    <root>/validation/P3M-500-NP/{original_image/*.jpg, mask/*.png, trimap/*.png}
 
 Unlike the public release it also holds the normal (unblurred) images of train and P3M-500-P,
-and F and B for training (as 8-bit RGB PNGs). Two caveats: files are byte-identical for a seed
-on one platform and library build (OpenCV's vectorised code may round differently elsewhere);
-and the Haar detector still fires on many blurred synthetic heads (a smooth skin oval framed by
-hair is face-like enough for it, even when filled flat), so `p3m_lightning.data.audit` flags
-this data although no identity is left to protect. Usage::
+and F and B for training (as 8-bit RGB PNGs). F and B are those of the face-blurred training
+image, as ``prepare_fgbg`` estimates them from the release's blurred images: inside the face
+mask both hold the blurred pixels, so no clear face reaches the composition loss of B-training
+(N-training on this set sees the blurred face in F and B there). Two caveats: files are
+byte-identical for a seed on one platform and library build (OpenCV's vectorised code may round
+differently elsewhere); and the Haar detector still fires on many blurred synthetic heads (a
+smooth skin oval framed by hair is face-like enough for it, even when filled flat), so
+`p3m_lightning.data.audit` flags this data although no identity is left to protect. Usage::
 
     python -m p3m_lightning.data.synthetic data/synthetic --n-train 24 --n-val 8
 """
@@ -42,7 +44,8 @@ from p3m_lightning.data.trimap import generate_trimap
 MARKER = ".synthetic.json"
 JPEG_QUALITY = 95
 # Bump when the drawing changes, so an old dataset is not taken for a complete new one.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Bumped when the files change for the same parameters; older datasets are rewritten."""
 
 # split folder, stem prefix, folders written (each with its file suffix)
 _SPLITS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
@@ -72,7 +75,9 @@ _SPLITS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     (
         "validation/P3M-500-NP",
         "np",
-        (("original_image", ".jpg"), ("mask", ".png"), ("trimap", ".png"), ("facemask", ".png")),
+        # No facemask/, as in the public release: on-the-fly obfuscation (the P3M-500-NP-B twin)
+        # must work from the detector and its fallback.
+        (("original_image", ".jpg"), ("mask", ".png"), ("trimap", ".png")),
     ),
 )
 
@@ -488,6 +493,10 @@ def generate(
     }
     marker = root / MARKER
     old = json.loads(marker.read_text()) if marker.is_file() else None
+    if old is not None and old.get("format_version") != FORMAT_VERSION:
+        # An older format (version 1 stored clear faces in F and B): write every file again.
+        marker.unlink()
+        old, overwrite = None, True
     if old is not None and old != params:
         if not overwrite:
             raise FileExistsError(
@@ -507,13 +516,15 @@ def generate(
         rng = np.random.default_rng([seed, split_index, i])
         height, width = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
         portrait = render_portrait(height, width, rng)
+        # F and B of the blurred image: obfuscate_faces changes only the face mask's pixels.
+        face = (portrait.face_mask > 0)[..., None]
         arrays = {
             "blurred_image": portrait.blurred,
             "original_image": portrait.image,
             "mask": portrait.alpha,
             "facemask": portrait.face_mask,
-            "fg": portrait.fg,
-            "bg": portrait.bg,
+            "fg": np.where(face, portrait.blurred, portrait.fg),
+            "bg": np.where(face, portrait.blurred, portrait.bg),
         }
         if "trimap" in paths:
             arrays["trimap"] = trimap_from_alpha(portrait.alpha)

@@ -163,15 +163,17 @@ def test_partial_fg_also_names_the_prepare_command(tree: Path) -> None:
 def test_obfuscate_hook_gets_the_face_mask(tree: Path) -> None:
     calls = []
 
-    def obfuscate(image: np.ndarray, face_mask: np.ndarray | None) -> np.ndarray:
+    def obfuscate(image: np.ndarray, face_mask: np.ndarray | None, alpha: np.ndarray):
         calls.append(face_mask)
-        return np.zeros_like(image)
+        assert alpha.shape == image.shape[:2] and alpha.dtype == np.uint8
+        return np.zeros_like(image), np.ones(image.shape[:2], bool), "mask"
 
     sample = P3MTrainDataset(tree, size=32, fgbg="image", obfuscate=obfuscate)[0]
     assert calls[0].shape == SIZES[0] and set(np.unique(calls[0])) == {0, 255}
     assert torch.equal(
         sample["image"], torch.from_numpy(normalise_image(np.zeros((32, 32, 3), np.uint8)))
     )
+    assert sample["privacy"] == "mask"
 
     for path in (tree / "train" / "facemask").iterdir():
         path.unlink()
@@ -219,15 +221,17 @@ def test_eval_without_trimap_folder_generates_one(tree: Path) -> None:
 def test_eval_obfuscate_builds_a_blurred_twin(tree: Path) -> None:
     masks = []
 
-    def obfuscate(image: np.ndarray, face_mask: np.ndarray | None) -> np.ndarray:
+    def obfuscate(image: np.ndarray, face_mask: np.ndarray | None, alpha: np.ndarray):
         masks.append(face_mask)
-        return 255 - image
+        return 255 - image, face_mask > 0, "mask"
 
     split = tree / "validation" / "P3M-500-P"
     sample = P3MEvalDataset(split, obfuscate=obfuscate)[0]
     assert masks[0].shape == SIZES[0]
     inverted = 255 - read_rgb(split / "blurred_image" / "s_000.jpg")
     np.testing.assert_array_equal(sample["image"].numpy(), normalise_image(inverted))
+    assert sample["privacy"] == "mask"
+    np.testing.assert_array_equal(sample["privacy_mask"][0].numpy(), np.where(masks[0] > 0, 255, 0))
 
 
 def test_masks_take_the_first_channel(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ TINY = {"n_train": 4, "n_val": 2, "min_side": 96, "max_side": 128, "seed": 0}
 LAYOUT = {
     "train": ("blurred_image", "original_image", "mask", "facemask", "fg", "bg"),
     "validation/P3M-500-P": ("blurred_image", "original_image", "mask", "trimap", "facemask"),
-    "validation/P3M-500-NP": ("original_image", "mask", "trimap", "facemask"),
+    "validation/P3M-500-NP": ("original_image", "mask", "trimap"),
 }
 
 
@@ -77,14 +77,21 @@ def test_images_vary_in_size_and_alpha_is_soft(root: Path) -> None:
     assert len(sizes) > 1
 
 
-def test_composition_holds_on_disk(root: Path) -> None:
+def test_composition_of_the_blurred_image_holds_on_disk_and_f_has_no_clear_face(
+    root: Path,
+) -> None:
     for mask_path in sorted((root / "train" / "mask").iterdir()):
         folder = root / "train"
         alpha = _read(mask_path).astype(np.float32)[..., None] / 255
         fg = _read(folder / "fg" / mask_path.name).astype(np.float32)
         bg = _read(folder / "bg" / mask_path.name).astype(np.float32)
-        image = _read(folder / "original_image" / f"{mask_path.stem}.jpg").astype(np.float32)
+        image = _read(folder / "blurred_image" / f"{mask_path.stem}.jpg").astype(np.float32)
         assert np.abs(image - (alpha * fg + (1 - alpha) * bg)).mean() < 4  # JPEG q95, 4:2:0
+        # Inside the face F is the blurred face, far from the clear one.
+        face = _read(folder / "facemask" / mask_path.name) > 0
+        clear = _read(folder / "original_image" / f"{mask_path.stem}.jpg").astype(np.float32)
+        assert np.abs(fg - image)[face].mean() < 4
+        assert np.abs(fg - clear)[face].mean() > 4 * np.abs(fg - image)[face].mean()
 
 
 def test_render_blurs_exactly_the_face() -> None:
