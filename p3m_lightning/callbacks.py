@@ -54,18 +54,19 @@ def _safe_name(name: str) -> str:
 
 
 class ImagePanelLogger(pl.Callback):
-    """Log prediction panels of the first validation images of every evaluation set.
+    """Log prediction panels of the first images of every validation and test set.
 
     Each panel is ``image | true alpha | predicted alpha | |error|`` side by side, the error
     in the inferno colour map (black = exact), shrunk to at most ``max_height`` pixels high.
-    At the end of each validation run the panels go to every `WandbLogger` of the trainer
-    (key ``val/<set>/panels``, one caption per image) and, when ``output_dir`` is set, into
-    ``<output_dir>/panels/epoch_<e>/<set>_<name>.png`` (``validate_step_<step>/`` for a
-    standalone ``trainer.validate``, so the untrained model's panels are not overwritten).
-    Sanity-check batches are skipped; only global rank zero builds and logs panels.
+    At the end of each validation or test run the panels go to every `WandbLogger` of the
+    trainer (key ``val/<set>/panels`` or ``test/<set>/panels``, one caption per image) and,
+    when ``output_dir`` is set, into ``<output_dir>/panels/<folder>/<set>_<name>.png``, the
+    folder ``epoch_<e>`` during training, ``validate_step_<step>`` for a standalone
+    validation and ``test_step_<step>`` for a test run (so the untrained model's panels are
+    not overwritten). Sanity-check batches are skipped; only global rank zero builds and logs.
 
     Args:
-        num_images: panels per evaluation set and validation run (its first batches).
+        num_images: panels per set and run (its first batches).
         allow_unobfuscated: show the images as they are. By default each image is obfuscated
             first, failing closed (`p3m_lightning.data.privacy.find_face_region`): inside the
             batch's ``face_mask`` (or ``privacy_mask``, where the dataset obfuscated on the
@@ -161,6 +162,34 @@ class ImagePanelLogger(pl.Callback):
         """Start collecting this validation run's panels."""
         self._panels = {}
 
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start collecting this test run's panels."""
+        self._panels = {}
+
+    def _collect(
+        self,
+        stage: str,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or batch_idx >= self.num_images:
+            return
+        # A module whose evaluation step returns no alpha tensor has nothing to show.
+        if not isinstance(outputs, torch.Tensor):
+            return
+        names = pl_module.set_names(stage) if hasattr(pl_module, "set_names") else []
+        set_name = names[dataloader_idx] if dataloader_idx < len(names) else str(dataloader_idx)
+        sample = batch.get("name")
+        sample_name = str(sample[0]) if sample else f"{batch_idx:04d}"
+        panel, source = self.build_panel(batch, outputs)
+        self.sources[f"{set_name}/{sample_name}"] = source
+        if panel is not None:
+            self._panels.setdefault(set_name, []).append((sample_name, panel))
+
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -170,39 +199,45 @@ class ImagePanelLogger(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Build the panel of one of the first ``num_images`` images of each evaluation set."""
-        if trainer.sanity_checking or not trainer.is_global_zero or batch_idx >= self.num_images:
-            return
-        # A module whose validation_step returns no alpha tensor has nothing to show.
-        if not isinstance(outputs, torch.Tensor):
-            return
-        names = getattr(pl_module, "eval_set_names", None) or []
-        set_name = names[dataloader_idx] if dataloader_idx < len(names) else str(dataloader_idx)
-        sample = batch.get("name")
-        sample_name = str(sample[0]) if sample else f"{batch_idx:04d}"
-        panel, source = self.build_panel(batch, outputs)
-        self.sources[f"{set_name}/{sample_name}"] = source
-        if panel is not None:
-            self._panels.setdefault(set_name, []).append((sample_name, panel))
+        """Build the panel of one of the first ``num_images`` images of each validation set."""
+        self._collect("val", trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Build the panel of one of the first ``num_images`` images of each test set."""
+        self._collect("test", trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Send the collected panels to the W&B loggers and the output folder."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._flush(trainer, "val", f"epoch_{trainer.current_epoch:03d}")
+        else:
+            self._flush(trainer, "val", f"validate_step_{trainer.global_step:06d}")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Send the collected test panels to the W&B loggers and the output folder."""
+        self._flush(trainer, "test", f"test_step_{trainer.global_step:06d}")
+
+    def _flush(self, trainer: pl.Trainer, stage: str, folder: str) -> None:
         if not self._panels:
             return
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for set_name, items in self._panels.items():
                     logger.log_image(
-                        key=f"val/{set_name}/panels",
+                        key=f"{stage}/{set_name}/panels",
                         images=[panel for _, panel in items],
                         caption=[name for name, _ in items],
                         step=trainer.global_step,
                     )
         if self.output_dir is not None:
-            if trainer.state.fn == TrainerFn.FITTING:
-                folder = f"epoch_{trainer.current_epoch:03d}"
-            else:
-                folder = f"validate_step_{trainer.global_step:06d}"
             target = self.output_dir / "panels" / folder
             target.mkdir(parents=True, exist_ok=True)
             for set_name, items in self._panels.items():

@@ -48,8 +48,8 @@ class PrivacyReport(pl.Callback):
             self.sources[set_name].setdefault(str(name), str(source))
 
     @staticmethod
-    def _set_name(pl_module: pl.LightningModule, dataloader_idx: int) -> str:
-        names = getattr(pl_module, "eval_set_names", None) or []
+    def _set_name(pl_module: pl.LightningModule, stage: str, dataloader_idx: int) -> str:
+        names = pl_module.set_names(stage) if hasattr(pl_module, "set_names") else []
         return names[dataloader_idx] if dataloader_idx < len(names) else str(dataloader_idx)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -61,13 +61,13 @@ class PrivacyReport(pl.Callback):
     ) -> None:
         """Record an evaluation set's sources."""
         if not trainer.sanity_checking:
-            self._record(self._set_name(pl_module, dataloader_idx), batch)
+            self._record(self._set_name(pl_module, "val", dataloader_idx), batch)
 
     def on_test_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
         """Record an evaluation set's sources."""
-        self._record(self._set_name(pl_module, dataloader_idx), batch)
+        self._record(self._set_name(pl_module, "test", dataloader_idx), batch)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write the report (again at the end of testing, with the test sets)."""

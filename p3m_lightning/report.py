@@ -1,22 +1,24 @@
 """The PPT benchmark table (the P3M paper's Table 2 layout) from a sweep of ``train.py`` runs.
 
-Train every PPT setting with several seeds into one sweep folder, then tabulate it::
+Train each PPT setting's two trainings (B and N) with several seeds into one sweep folder, then
+tabulate it::
 
-    python train.py -m experiment=ppt_bb,ppt_bn,ppt_nb,ppt_nn seed=1,2,3 \
-        data.root=/path/to/P3M-10k trainer=gpu hydra.sweep.dir=logs/ppt_benchmark/<name>
+    python train.py -m experiment=ppt_b,ppt_n seed=1,2,3 data.root=/path/to/P3M-10k \
+        data.normal_train_dir=/path/normal trainer=gpu hydra.sweep.dir=logs/ppt_benchmark/<name>
     python -m p3m_lightning.report logs/ppt_benchmark/<name> [--out DIR]
 
+Two trainings give the four cells: the B training's test metrics are read for B:B and B:N, the
+N training's for N:B and N:N. Every column names the test set it was measured on (whole-image
+SAD and MSE of the model of the last epoch, the runs' headline): the paper's B:N and N:N are on
+the normal version of P3M-500-P, which is not public, so on the public release the ``:N`` cells
+are measured on P3M-500-NP, a different test set, and labelled so. The published row only holds
+figures of the same test set as its column.
+
 It reads every ``metrics.json`` under the folder (at any depth) and writes into ``--out`` (the
-folder itself by default):
-
-- ``table.md`` and ``table.csv``: a row per model (named from its encoder), SAD and MSE of the
-  trained model on each setting's headline test set (B:B and N:B: P3M-500-P; B:N and N:N:
-  P3M-500-NP), mean ± sample standard deviation over seeds, with the published P3M-Net row for
-  reference;
-- ``runs.csv``: one row per run (model, setting, seed and its numbers);
-- ``table.png``: SAD per setting as grouped bars with the seeds' standard deviation.
-
-Runs without a PPT setting (``experiment=quickstart``) are skipped with a note.
+folder itself by default): ``table.md`` and ``table.csv`` (a row per model, mean ± sample
+standard deviation over seeds), ``runs.csv`` (one row per run) and ``table.png`` (SAD per
+column with the seeds' standard deviation). Runs without a PPT training (``quickstart``) are
+skipped with a note.
 """
 
 from __future__ import annotations
@@ -32,17 +34,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SETTINGS = ("B:B", "B:N", "N:B", "N:N")
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("B:B", "P3M-500-P"),
+    ("B:N", "P3M-500-NP"),
+    ("N:B", "P3M-500-P"),
+    ("N:N", "P3M-500-NP"),
+    ("B:B", "P3M-500-NP-B"),
+    ("N:B", "P3M-500-NP-B"),
+)
+"""(cell, test set) of each column; the cell's first letter is the training (B or N)."""
 METRICS = ("sad", "mse")
-PUBLISHED_NAME = "P3M-Net (published, P3M-500-P/NP)"
-PUBLISHED: dict[str, dict[str, float]] = {
-    "B:B": {"sad": 8.73, "mse": 0.0026},
-    "B:N": {"sad": 9.22, "mse": 0.0028},
-    "N:B": {"sad": 11.22, "mse": 0.0040},
-    "N:N": {"sad": 9.06, "mse": 0.0028},
+PUBLISHED_NAME = "P3M-Net (paper)"
+PUBLISHED: dict[tuple[str, str], dict[str, float | None]] = {
+    ("B:B", "P3M-500-P"): {"sad": 8.73, "mse": 0.0026},
+    ("N:B", "P3M-500-P"): {"sad": 11.22, "mse": 0.0040},
+    ("B:N", "P3M-500-NP"): {"sad": 11.23, "mse": None},
 }
-"""P3M-Net's PPT numbers in the paper (P3M_SPEC), SAD and MSE on P3M-500-P (B:B, N:B) and
-P3M-500-NP (B:N, N:N)."""
+"""The paper's P3M-Net (ResNet-34) figures that were measured on the column's own test set
+(docs/p3m-net.md §1): whole-image SAD and MSE."""
+PAPER_ONLY = (
+    "The paper's B:N (9.22 / 0.0028) and N:N (9.06 / 0.0028) are on the normal version of "
+    "P3M-500-P, which is not public: they have no column here."
+)
 EXIT_USAGE = 2
 
 
@@ -52,28 +65,36 @@ class ReportError(Exception):
 
 @dataclass(frozen=True)
 class Run:
-    """One trained model's headline numbers, read from its ``metrics.json``."""
+    """One trained model's test figures, read from its ``metrics.json``.
+
+    Attributes:
+        values: ``(test set, metric) -> value`` of the headline (last-epoch) test metrics.
+    """
 
     model: str
-    setting: str
+    train: str
     seed: int | None
-    test_set: str
-    source: str
-    sad: float
-    mse: float
+    init: str
+    values: dict[tuple[str, str], float]
+    best_on_heldout: bool
     task_name: str
     path: str
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One model on one setting: mean and sample standard deviation (None for one seed)."""
+    """One model on one column: mean and sample standard deviation (None for one seed)."""
 
     n: int
     sad_mean: float
     sad_std: float | None
     mse_mean: float
     mse_std: float | None
+
+
+def column_name(column: tuple[str, str]) -> str:
+    """``B:N on P3M-500-NP``: the cell and the test set it was measured on."""
+    return f"{column[0]} on {column[1]}"
 
 
 def model_name(encoder: dict[str, Any]) -> str:
@@ -93,7 +114,7 @@ def model_name(encoder: dict[str, Any]) -> str:
 def _model_names(encoders: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Names for distinct encoder configs (by canonical JSON), told apart where they'd clash.
 
-    Two configs of one class (say ``pretrained`` true and false) get the differing fields
+    Two configs of one class (say two ``weights_path`` files) get the differing fields
     appended, so that their runs are never averaged together.
     """
     by_name: dict[str, list[str]] = defaultdict(list)
@@ -112,13 +133,10 @@ def _model_names(encoders: dict[str, dict[str, Any]]) -> dict[str, str]:
     return names
 
 
-def _headline(after: dict[str, float], test_set: str) -> tuple[str, float, float] | None:
-    """``(source, sad, mse)`` of the test metrics, else the validation ones, else None."""
-    for source in ("test", "val"):
-        keys = [f"{source}/{test_set}/{metric}" for metric in METRICS]
-        if all(key in after for key in keys):
-            return source, float(after[keys[0]]), float(after[keys[1]])
-    return None
+def _training(metrics: dict[str, Any]) -> str | None:
+    ppt = metrics.get("ppt") or {}
+    train = ppt.get("train") or (ppt.get("setting") or "")[:1] or None
+    return train if train in ("B", "N") else None
 
 
 def load_runs(root: Path) -> tuple[list[Run], list[str]]:
@@ -133,7 +151,7 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     if not files:
         raise ReportError(
             f"no metrics.json under {root}; train the sweep first: python train.py -m "
-            "experiment=ppt_bb,ppt_bn,ppt_nb,ppt_nn seed=1,2,3 ..."
+            "experiment=ppt_b,ppt_n seed=1,2,3 ..."
         )
     notes: list[str] = []
     loaded: list[tuple[Path, dict[str, Any]]] = []
@@ -144,9 +162,8 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
         except (OSError, json.JSONDecodeError) as err:
             notes.append(f"skipped {rel}: unreadable ({err})")
             continue
-        ppt = metrics.get("ppt")
-        if not ppt:
-            notes.append(f"skipped {rel}: no PPT setting (task {metrics.get('task_name')})")
+        if _training(metrics) is None:
+            notes.append(f"skipped {rel}: no PPT training (task {metrics.get('task_name')})")
             continue
         loaded.append((rel, metrics))
     encoders = {
@@ -156,22 +173,26 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     names = _model_names(encoders)
     runs = []
     for rel, metrics in loaded:
-        ppt = metrics["ppt"]
-        test_set = ppt["headline_test_set"]
-        headline = _headline(metrics.get("after") or {}, test_set)
-        if headline is None:
-            notes.append(f"skipped {rel}: no test/ or val/ {test_set} SAD and MSE in 'after'")
+        after = metrics.get("after") or {}
+        values = {
+            (test_set, metric): float(after[f"test/{test_set}/{metric}"])
+            for _, test_set in COLUMNS
+            for metric in METRICS
+            if f"test/{test_set}/{metric}" in after
+        }
+        if not values:
+            notes.append(f"skipped {rel}: no test/ SAD or MSE in 'after'")
             continue
-        source, sad, mse = headline
+        init = str(metrics.get("init", ""))
+        name = names[json.dumps(metrics.get("encoder") or {}, sort_keys=True)]
         runs.append(
             Run(
-                model=names[json.dumps(metrics.get("encoder") or {}, sort_keys=True)],
-                setting=ppt["setting"],
+                model=f"{name} [from scratch]" if init == "scratch" else name,
+                train=str(_training(metrics)),
                 seed=metrics.get("seed"),
-                test_set=test_set,
-                source=source,
-                sad=sad,
-                mse=mse,
+                init=init,
+                values=values,
+                best_on_heldout=metrics.get("after_best_on_heldout") is not None,
                 task_name=str(metrics.get("task_name")),
                 path=str(rel),
             )
@@ -183,34 +204,42 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) >= 2 else None
 
 
-def summarise(runs: Sequence[Run]) -> dict[str, dict[str, Cell]]:
-    """Model -> setting -> mean and standard deviation over the model's seeds."""
-    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+def summarise(runs: Sequence[Run]) -> dict[str, dict[tuple[str, str], Cell]]:
+    """Model -> column -> mean and standard deviation over the model's seeds.
+
+    A column's figures come from the runs of its training (the cell's first letter) that were
+    tested on its test set.
+    """
+    groups: dict[tuple[str, tuple[str, str]], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.model, run.setting)].append(run)
-    table: dict[str, dict[str, Cell]] = defaultdict(dict)
-    for (model, setting), group in sorted(groups.items()):
-        sad_mean, sad_std = _mean_std([r.sad for r in group])
-        mse_mean, mse_std = _mean_std([r.mse for r in group])
-        table[model][setting] = Cell(len(group), sad_mean, sad_std, mse_mean, mse_std)
+        for column in COLUMNS:
+            if column[0][0] == run.train and (column[1], "sad") in run.values:
+                groups[(run.model, column)].append(run)
+    table: dict[str, dict[tuple[str, str], Cell]] = defaultdict(dict)
+    for (model, column), group in sorted(groups.items()):
+        sad_mean, sad_std = _mean_std([r.values[(column[1], "sad")] for r in group])
+        mse_mean, mse_std = _mean_std([r.values[(column[1], "mse")] for r in group])
+        table[model][column] = Cell(len(group), sad_mean, sad_std, mse_mean, mse_std)
     return dict(table)
 
 
 def _duplicate_notes(runs: Sequence[Run]) -> list[str]:
-    """Notes on runs sharing model, setting and seed: the folder mixes sweeps."""
+    """Notes on runs sharing model, training and seed: trained twice (or sweeps mixed)."""
     seen: dict[tuple[str, str, int | None], list[str]] = defaultdict(list)
     for run in runs:
-        seen[(run.model, run.setting, run.seed)].append(run.path)
+        seen[(run.model, run.train, run.seed)].append(run.path)
     return [
-        f"{len(paths)} runs of {model} {setting} seed {seed} ({', '.join(paths)}), all averaged"
-        for (model, setting, seed), paths in seen.items()
+        f"{len(paths)} runs of {model} trained on {train} with seed {seed} "
+        f"({', '.join(paths)}), all averaged; a sweep needs each training once "
+        "(experiment=ppt_b,ppt_n)"
+        for (model, train, seed), paths in seen.items()
         if len(paths) > 1
     ]
 
 
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
-        return ""
+        return "–"
     return f"{value:.4f}" if metric == "mse" else f"{value:.2f}"
 
 
@@ -222,86 +251,102 @@ def _cell_text(cell: Cell | None, metric: str, n_max: int) -> str:
     return text if cell.n == n_max else f"{text} (n={cell.n})"
 
 
-def to_markdown(table: dict[str, dict[str, Cell]], runs: Sequence[Run]) -> str:
-    """The Table 2 layout in Markdown, the published row first."""
-    test_sets = {s: sorted({r.test_set for r in runs if r.setting == s}) for s in SETTINGS}
-    from_val = sum(r.source == "val" for r in runs)
-    header = ["Model", "Seeds"] + [f"{s} {m.upper()}" for s in SETTINGS for m in METRICS]
+def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Run]) -> str:
+    """The Table 2 layout in Markdown: a column per (cell, test set), the paper's row first."""
+    header = ["Model", "Seeds"] + [
+        f"{column_name(c)} {m.upper()}" for c in COLUMNS for m in METRICS
+    ]
+    best = sum(r.best_on_heldout for r in runs)
     lines = [
         "# PPT benchmark (P3M-10k, Table 2 layout)",
         "",
-        "SAD and MSE of the trained model on each setting's headline test set ("
-        + "; ".join(f"{s}: {', '.join(t) or '–'}" for s, t in test_sets.items())
-        + "), mean ± sample standard deviation (ddof=1) over seeds; lower is better. "
-        + "Metrics: `test/` of each run's metrics.json"
-        + (
-            f" (`val/` for {from_val} run(s) without test metrics; see runs.csv)."
-            if from_val
-            else "."
-        ),
+        "Whole-image SAD and MSE of the model of the last epoch (each run's headline), on the "
+        "test set each column names, mean ± sample standard deviation (ddof=1) over seeds; "
+        "lower is better. B:x columns come from the training on blurred images, N:x from the "
+        "one on normal images. Columns on different test sets are not comparable with each "
+        "other. " + PAPER_ONLY,
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join([":---", "---:"] + ["---:"] * (len(header) - 2)) + "|",
     ]
-    published = [_fmt(PUBLISHED[s][m], m) for s in SETTINGS for m in METRICS]
+    published = [_fmt(PUBLISHED.get(c, {}).get(m), m) for c in COLUMNS for m in METRICS]
     lines.append("| " + " | ".join([PUBLISHED_NAME, "–", *published]) + " |")
     for model, cells in table.items():
         seeds = sorted({r.seed for r in runs if r.model == model}, key=str)
         n_max = max(c.n for c in cells.values())
-        values = [_cell_text(cells.get(s), m, n_max) for s in SETTINGS for m in METRICS]
+        values = [_cell_text(cells.get(c), m, n_max) for c in COLUMNS for m in METRICS]
         lines.append("| " + " | ".join([model, ", ".join(map(str, seeds)), *values]) + " |")
+    if best:
+        lines += [
+            "",
+            f"{best} run(s) also kept a checkpoint chosen on their held-out training split; "
+            "its test figures are `after_best_on_heldout` in metrics.json (not in this table).",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def _write_table_csv(path: Path, table: dict[str, dict[str, Cell]]) -> None:
-    stats = [(s, m, k) for s in SETTINGS for m in METRICS for k in ("mean", "std")]
-    fields = ["model"] + [f"{s}_{m}_{k}" for s, m, k in stats] + [f"{s}_n" for s in SETTINGS]
+def _write_table_csv(path: Path, table: dict[str, dict[tuple[str, str], Cell]]) -> None:
+    keys = [f"{c[0]}@{c[1]}" for c in COLUMNS]
+    stats = [(k, m, s) for k in keys for m in METRICS for s in ("mean", "std")]
+    fields = ["model"] + [f"{k}_{m}_{s}" for k, m, s in stats] + [f"{k}_n" for k in keys]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         row: dict[str, Any] = {"model": PUBLISHED_NAME}
-        row.update({f"{s}_{m}_mean": PUBLISHED[s][m] for s in SETTINGS for m in METRICS})
+        for column, key in zip(COLUMNS, keys, strict=True):
+            for metric in METRICS:
+                value = PUBLISHED.get(column, {}).get(metric)
+                row[f"{key}_{metric}_mean"] = "" if value is None else value
         writer.writerow(row)
         for model, cells in table.items():
             row = {"model": model}
-            for setting, cell in cells.items():
-                row[f"{setting}_n"] = cell.n
+            for column, key in zip(COLUMNS, keys, strict=True):
+                cell = cells.get(column)
+                if cell is None:
+                    continue
+                row[f"{key}_n"] = cell.n
                 for metric in METRICS:
                     for stat in ("mean", "std"):
                         value = getattr(cell, f"{metric}_{stat}")
-                        row[f"{setting}_{metric}_{stat}"] = "" if value is None else repr(value)
+                        row[f"{key}_{metric}_{stat}"] = "" if value is None else repr(value)
             writer.writerow(row)
 
 
 def _write_runs_csv(path: Path, runs: Sequence[Run]) -> None:
-    fields = ["model", "setting", "seed", "test_set", "source", "sad", "mse", "task_name", "path"]
+    sets = sorted({test_set for _, test_set in COLUMNS})
+    fields = ["model", "train", "seed", "init", "task_name", "path", "best_on_heldout"]
+    fields += [f"{s}_{m}" for s in sets for m in METRICS]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for run in sorted(runs, key=lambda r: (r.model, r.setting, str(r.seed), r.path)):
-            writer.writerow({f: getattr(run, f) for f in fields})
+        for run in sorted(runs, key=lambda r: (r.model, r.train, str(r.seed), r.path)):
+            row = {f: getattr(run, f) for f in fields[:7]}
+            row.update({f"{s}_{m}": run.values.get((s, m), "") for s in sets for m in METRICS})
+            writer.writerow(row)
 
 
-def plot(table: dict[str, dict[str, Cell]], path: Path) -> None:
-    """SAD per setting, a bar per model (published first), error bars one standard deviation."""
+def plot(table: dict[str, dict[tuple[str, str], Cell]], path: Path) -> None:
+    """SAD per column, a bar per model (the paper first), error bars one standard deviation."""
     # The Agg canvas directly, not pyplot: no global backend switch, no GUI.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     models = [PUBLISHED_NAME, *table]
     width = 0.8 / len(models)
-    fig = Figure(figsize=(max(7.0, 1.6 * len(SETTINGS) * len(models) ** 0.5), 5.0))
+    fig = Figure(figsize=(max(9.0, 1.4 * len(COLUMNS) * len(models) ** 0.5), 5.0))
     fig.set_layout_engine("constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, model in enumerate(models):
         xs, means, errs = [], [], []
-        for j, setting in enumerate(SETTINGS):
+        for j, column in enumerate(COLUMNS):
             if model == PUBLISHED_NAME:
-                mean, std = PUBLISHED[setting]["sad"], None
-            elif setting in table[model]:
-                mean, std = table[model][setting].sad_mean, table[model][setting].sad_std
+                mean, std = PUBLISHED.get(column, {}).get("sad"), None
+            elif column in table[model]:
+                mean, std = table[model][column].sad_mean, table[model][column].sad_std
             else:
+                mean = None
+            if mean is None:
                 continue
             xs.append(j - 0.4 + width * (i + 0.5))
             means.append(mean)
@@ -309,9 +354,9 @@ def plot(table: dict[str, dict[str, Cell]], path: Path) -> None:
             errs.append(float("nan") if std is None else std)
         hatch = "//" if model == PUBLISHED_NAME else None
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=model, hatch=hatch)
-    ax.set_xticks(range(len(SETTINGS)), [f"{s}\n(train:test)" for s in SETTINGS])
-    ax.set_ylabel("SAD (lower is better)")
-    ax.set_title("PPT benchmark: SAD on the headline test set, mean ± std over seeds")
+    ax.set_xticks(range(len(COLUMNS)), [f"{cell}\non {test_set}" for cell, test_set in COLUMNS])
+    ax.set_ylabel("whole-image SAD (lower is better)")
+    ax.set_title("PPT benchmark: SAD per cell, on the test set named below each group")
     ax.grid(axis="y", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=min(3, len(models)), fontsize="small")
     fig.savefig(path, dpi=120)
@@ -321,7 +366,8 @@ def write_report(root: Path, out: Path | None = None) -> dict[str, Any]:
     """Tabulate the runs under ``root`` into ``out`` (default ``root``).
 
     Returns:
-        ``{"table": model -> setting -> Cell, "runs": [...], "notes": [...], "markdown": str}``.
+        ``{"table": model -> (cell, test set) -> Cell, "runs": [...], "notes": [...],
+        "markdown": str}``.
 
     Raises:
         ReportError: no ``metrics.json`` under ``root``, or none of a PPT run.

@@ -39,9 +39,12 @@ class MattingTask(pl.LightningModule):
     """Train and evaluate any P3M-Net variant.
 
     Training logs ``train/loss`` and its four terms; validation and test evaluate whole images
-    at full resolution with the configured test strategy and log the ten matting metrics per
-    evaluation set, e.g. ``val/P3M-500-P/sad``. The evaluation sets are named by the
-    datamodule's ``eval_set_names`` (one dataloader each, in that order).
+    at full resolution with the configured test strategy, in float32 whatever the training
+    precision (mixed-precision autocast is switched off for evaluation), and log the ten matting
+    metrics per set, e.g. ``test/P3M-500-P/sad``. Test sets are named by the datamodule's
+    ``eval_set_names``, validation sets by its ``val_set_names`` (a split held out from the
+    training images; a datamodule without that attribute validates on its ``eval_set_names``),
+    one dataloader each, in that order.
 
     Args:
         net: the network (its architecture is stored in checkpoints; its weights in
@@ -74,18 +77,26 @@ class MattingTask(pl.LightningModule):
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
         self.scheduler_factory = scheduler
         self.strategy = Strategy(strategy)
-        self.eval_set_names: list[str] = [DEFAULT_EVAL_SET]
+        self.val_set_names: list[str] = [DEFAULT_EVAL_SET]
+        self.test_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.val_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
         self.test_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
 
     def setup(self, stage: str) -> None:
-        """Create one metric collection per evaluation set the datamodule names."""
+        """Create one metric collection per validation and test set the datamodule names."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        names = list(getattr(datamodule, "eval_set_names", None) or [DEFAULT_EVAL_SET])
-        if names != self.eval_set_names:
-            self.eval_set_names = names
-            self.val_metrics = nn.ModuleDict({n: MattingMetrics() for n in names})
-            self.test_metrics = nn.ModuleDict({n: MattingMetrics() for n in names})
+        tests = list(getattr(datamodule, "eval_set_names", None) or [DEFAULT_EVAL_SET])
+        vals = list(getattr(datamodule, "val_set_names", tests))
+        if tests != self.test_set_names:
+            self.test_set_names = tests
+            self.test_metrics = nn.ModuleDict({n: MattingMetrics() for n in tests})
+        if vals != self.val_set_names:
+            self.val_set_names = vals
+            self.val_metrics = nn.ModuleDict({n: MattingMetrics() for n in vals})
+
+    def set_names(self, stage: str) -> list[str]:
+        """The validation (``stage="val"``) or test set names, in dataloader order."""
+        return self.val_set_names if stage == "val" else self.test_set_names
 
     def forward(self, image: torch.Tensor):
         """Run the network on ``(B, 3, H, W)`` normalised images; returns ``P3MOutput``."""
@@ -116,7 +127,9 @@ class MattingTask(pl.LightningModule):
         self.log("train/loss_step", terms["loss"].detach(), prog_bar=True, logger=False)
         return terms["loss"]
 
-    def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int):
+    def _evaluate(
+        self, stage: str, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int
+    ):
         # An image of an on-the-fly obfuscated set whose face region could not be established
         # is not a face-obfuscated image: it is left out (and listed in the privacy report).
         if drop_skipped(batch) is None:
@@ -127,19 +140,24 @@ class MattingTask(pl.LightningModule):
                 f"whole-image evaluation takes one image per batch, got {image.shape[0]}; "
                 "set the evaluation dataloaders' batch_size to 1"
             )
-        pred = predict_alpha(self.net, self._input(image), self.strategy, self.hparams.max_side)
-        metrics[self.eval_set_names[dataloader_idx]].update(
+        # Benchmark figures are float32 whatever the training precision: the mixed-precision
+        # autocast Lightning wraps around this step is switched off.
+        with torch.autocast(image.device.type, enabled=False):
+            pred = predict_alpha(
+                self.net, self._input(image.float()), self.strategy, self.hparams.max_side
+            )
+        metrics[self.set_names(stage)[dataloader_idx]].update(
             pred, batch["alpha"][0, 0], batch["trimap"][0, 0]
         )
         return pred
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         """Evaluate one whole image of evaluation set ``dataloader_idx``; returns its alpha."""
-        return self._evaluate(self.val_metrics, batch, dataloader_idx)
+        return self._evaluate("val", self.val_metrics, batch, dataloader_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         """Like ``validation_step``, logged under ``test/``."""
-        return self._evaluate(self.test_metrics, batch, dataloader_idx)
+        return self._evaluate("test", self.test_metrics, batch, dataloader_idx)
 
     def _log_metrics(self, prefix: str, metrics: nn.ModuleDict) -> None:
         for name, metric in metrics.items():

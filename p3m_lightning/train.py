@@ -1,19 +1,38 @@
-"""``train(cfg)``: the training entry point behind ``train.py``, importable for tests."""
+"""``train(cfg)``: the training entry point behind ``train.py``, importable for tests.
+
+It keeps runs on the published recipe where the configuration asks for it (`check_recipe`,
+`batch_plan`), trains, and tests the model of the LAST epoch on every test set: that is what
+the paper trains and what a run's headline figures are. A best checkpoint, if a validation
+split is held out from the training images (``data.val_split``), is chosen on that split only,
+and tested as a second, separately named figure. No checkpoint is ever chosen on a test set.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from p3m_lightning.callbacks import finish_wandb
 
 log = logging.getLogger(__name__)
+
+RECIPE_BATCH = 8
+"""The published recipe's batch (docs/p3m-net.md §5)."""
+
+IMAGENET_ENV = "P3M_IMAGENET_WEIGHTS"
+"""Environment variable the model configs read for the encoder's local ImageNet weights."""
+
+
+class ConfigError(Exception):
+    """A configuration that would leave the recipe it names; the message says what to set."""
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -29,35 +48,134 @@ def _scalar_metrics(results: list[dict[str, float]] | None) -> dict[str, float]:
     return merged
 
 
-def _metric(values: dict[str, float], name: str, metric: str) -> str:
-    for prefix in ("test", "val"):
-        key = f"{prefix}/{name}/{metric}"
-        if key in values:
-            return f"{values[key]:.4f}" if metric == "mse" else f"{values[key]:.2f}"
-    return "-"
+def encoder_init(cfg: DictConfig) -> str:
+    """How the encoder starts: ``imagenet:<file>``, ``imagenet:hub``, ``scratch`` or ``random``.
+
+    ``random`` is an encoder with neither ImageNet weights nor a declared ``from_scratch=true``.
+    """
+    encoder = OmegaConf.select(cfg, "model.net.encoder") or {}
+    if encoder.get("weights_path"):
+        return f"imagenet:{encoder.get('weights_path')}"
+    if encoder.get("pretrained"):
+        return "imagenet:hub"
+    return "scratch" if cfg.get("from_scratch") else "random"
+
+
+def check_recipe(cfg: DictConfig) -> str:
+    """Stop before any work when a command would silently leave the recipe it names.
+
+    - The quickstart recipe (lr 5e-4, 12 epochs, small crops) is for the embedded synthetic
+      data only: on P3M-10k a recipe must be chosen.
+    - A PPT run starts from ImageNet weights, as the published recipe does, unless a random
+      start is declared with ``from_scratch=true``.
+
+    Returns:
+        The encoder's initialisation (`encoder_init`).
+
+    Raises:
+        ConfigError: naming the settings that fix it.
+    """
+    if cfg.get("task_name") == "quickstart" and cfg.data.get("synthetic") is None:
+        raise ConfigError(
+            "the quickstart recipe (lr 5e-4, 12 epochs, small crops) is made for the embedded "
+            "synthetic data, not for P3M-10k. Choose the published recipe: "
+            "`python train.py experiment=ppt_b data.root=...` (train on blurred images) or "
+            "`experiment=ppt_n` (normal images); or drop data=p3m10k for the quickstart."
+        )
+    init = encoder_init(cfg)
+    if cfg.get("ppt") and init == "random":
+        raise ConfigError(
+            f"experiment {cfg.get('task_name')} is the published recipe, which starts from "
+            "ImageNet weights, and none are set. Give a local file with "
+            "`model.net.encoder.weights_path=/path/resnet34.pth` (a torchvision ResNet-34 "
+            f"state dict or r34mp_pretrained_imagenet.pth.tar) or `export {IMAGENET_ENV}=...`, "
+            "or download them with `model.net.encoder.pretrained=true` (online). For a "
+            "deliberate random start, say `from_scratch=true` (the run is tagged as such)."
+        )
+    return init
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How the recipe's batch is split over devices and accumulation steps.
+
+    Attributes:
+        recipe: the batch the recipe asks for (``data.batch_size``).
+        per_device: the batch each process loads per step.
+        world_size: processes (devices x nodes).
+        accumulate: gradient accumulation steps.
+        effective: ``per_device * world_size * accumulate``, the batch of one optimiser step.
+        lr_scale: learning-rate factor applied (1 unless a larger batch was opted into).
+    """
+
+    recipe: int
+    per_device: int
+    world_size: int
+    accumulate: int
+    effective: int
+    lr_scale: float
+
+
+def batch_plan(
+    recipe: int, world_size: int, accumulate: int = 1, per_device: int | None = None
+) -> BatchPlan:
+    """Split the recipe's batch over ``world_size`` processes and ``accumulate`` steps.
+
+    By default the effective batch stays ``recipe``: each process loads
+    ``recipe / (world_size * accumulate)`` samples. ``per_device`` opts into another effective
+    batch explicitly; the learning rate then follows the linear scaling rule
+    (``effective / recipe``), and the plan records it.
+
+    Raises:
+        ConfigError: the recipe's batch does not divide, and no ``per_device`` was given.
+    """
+    shards = world_size * accumulate
+    if per_device is None:
+        if recipe % shards:
+            raise ConfigError(
+                f"the recipe's batch of {recipe} does not split over {world_size} process(es) x "
+                f"{accumulate} accumulation step(s). Use a device count that divides it, or opt "
+                "into another effective batch with data.batch_size_per_device=<n> (the learning "
+                "rate is then scaled linearly, and the run records it)."
+            )
+        return BatchPlan(recipe, recipe // shards, world_size, accumulate, recipe, 1.0)
+    effective = per_device * shards
+    return BatchPlan(recipe, per_device, world_size, accumulate, effective, effective / recipe)
 
 
 def _summary_table(before: dict[str, float], after: dict[str, float], sets: list[str]) -> str:
+    def cell(values: dict[str, float], name: str, metric: str) -> str:
+        key = f"test/{name}/{metric}"
+        if key not in values:
+            return "-"
+        return f"{values[key]:.4f}" if metric == "mse" else f"{values[key]:.2f}"
+
     header = ("test set", "SAD before", "SAD after", "MSE before", "MSE after")
     lines = [f"{header[0]:<16}" + "".join(f"{h:>12}" for h in header[1:])]
     for name in sets:
-        cells = [_metric(d, name, m) for m in ("sad", "mse") for d in (before, after)]
+        cells = [cell(d, name, m) for m in ("sad", "mse") for d in (before, after)]
         lines.append(f"{name:<16}" + "".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (and evaluate) the configured task on the configured data.
+    """Train (and test) the configured task on the configured data.
 
     Writes into ``cfg.paths.output_dir``: ``config.yaml`` (the composed config),
-    ``checkpoints/`` (best, last, and ``interrupted`` after SIGTERM or an error),
-    ``metrics.json`` (metrics of the untrained and the trained model per test set) and, with
-    the image-panel callback, ``panels/`` (face-obfuscated prediction panels).
+    ``checkpoints/`` (``last``, ``interrupted`` after SIGTERM or an error, and the best on the
+    held-out split when there is one), ``metrics.json`` and, with the image-panel callback,
+    ``panels/`` (face-obfuscated prediction panels).
 
     A W&B run, if any, is finished on every exit path, so multirun jobs never merge.
 
     Returns:
-        The content of ``metrics.json``.
+        The content of ``metrics.json``: ``after`` (the headline: test metrics of the last
+        epoch), ``after_best_on_heldout`` (test metrics of the checkpoint chosen on the
+        held-out split, or None), ``before`` (the untrained model's test metrics), and the
+        recipe as run: ``init``, ``batch``, ``precision``, ``sync_batchnorm``, ``heldout``.
+
+    Raises:
+        ConfigError: a command that would leave its recipe (`check_recipe`, `batch_plan`).
     """
     try:
         result = _train(cfg)
@@ -70,48 +188,89 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     """The body of ``train``."""
+    init = check_recipe(cfg)
+    if init == "scratch":
+        with open_dict(cfg):
+            cfg.tags = [*cfg.get("tags", []), "from_scratch"]
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    model: pl.LightningModule = instantiate(cfg.model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
+    if not getattr(datamodule, "val_set_names", None):
+        # Nothing to select on but the test sets, which must never choose a checkpoint.
+        callbacks = [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and c.monitor)]
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    plan = batch_plan(
+        int(cfg.data.batch_size),
+        trainer.world_size,
+        trainer.accumulate_grad_batches,
+        cfg.data.get("batch_size_per_device"),
+    )
+    datamodule.batch_size = plan.per_device
+    with open_dict(cfg):
+        cfg.batch_plan = asdict(plan)
+        cfg.init = init
+        if plan.lr_scale != 1.0:
+            cfg.model.optimizer.lr = float(cfg.model.optimizer.lr) * plan.lr_scale
+            log.warning(
+                "effective batch %d instead of the recipe's %d: learning rate scaled by %.3g "
+                "(linear rule) to %g",
+                plan.effective,
+                plan.recipe,
+                plan.lr_scale,
+                cfg.model.optimizer.lr,
+            )
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    model: pl.LightningModule = instantiate(cfg.model)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     before: dict[str, float] = {}
     if cfg.get("validate_before") and cfg.get("train") and not cfg.get("ckpt_path"):
-        log.info("Evaluating the untrained model")
-        before = _scalar_metrics(trainer.validate(model, datamodule=datamodule, verbose=False))
+        log.info("Testing the untrained model")
+        before = _scalar_metrics(trainer.test(model, datamodule=datamodule, verbose=False))
     if cfg.get("train"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     after: dict[str, float] = {}
+    after_best: dict[str, float] | None = None
+    selector = trainer.checkpoint_callback
+    best = (selector.best_model_path or None) if getattr(selector, "monitor", None) else None
     if cfg.get("test"):
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        after = _scalar_metrics(
-            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        )
-    else:
-        after = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        after = _scalar_metrics(trainer.test(model, datamodule=datamodule, verbose=False))
+        if best:
+            after_best = _scalar_metrics(
+                trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+            )
 
+    precision = str(trainer.precision)
     result = {
         "task_name": cfg.get("task_name"),
         "ppt": OmegaConf.to_container(cfg.ppt, resolve=True) if cfg.get("ppt") else None,
         "ppt_train": cfg.data.get("ppt_train"),
         "encoder": OmegaConf.to_container(cfg.model.net.encoder, resolve=True),
+        "init": init,
         "seed": cfg.get("seed"),
+        "batch": asdict(plan),
+        "precision": {"train": precision, "eval": "bf16" if "bf16-true" in precision else "32"},
+        "sync_batchnorm": bool(cfg.trainer.get("sync_batchnorm", False)),
+        "headline": "after: test sets, model of the last epoch",
         "before": before,
         "after": after,
-        "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None),
+        "after_best_on_heldout": after_best,
+        "best_checkpoint": best,
+        "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
+        "heldout": list(getattr(datamodule, "heldout_names", [])),
     }
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         sets = list(getattr(datamodule, "eval_set_names", []))
         print("\n" + _summary_table(before, after, sets))
+        if after_best is not None:
+            print("\nBest on train-heldout:\n" + _summary_table({}, after_best, sets))
         print(f"\nOutputs in {output_dir}: config.yaml, metrics.json, checkpoints/, panels/")
     return result

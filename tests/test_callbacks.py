@@ -185,7 +185,7 @@ def test_hydra_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "ppt_bb",
         "ppt_bb-resnet50-s7",
     )
-    assert init["tags"] == ["ppt_bb", "B:B", "resnet50", "seed=7"]
+    assert init["tags"] == ["ppt_bb", "B:B", "train:B", "resnet50", "seed=7"]
     assert init["dir"] == str(tmp_path)
 
 

@@ -12,16 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p3m_lightning.report import PUBLISHED_NAME, main, write_report
+from p3m_lightning.report import COLUMNS, PUBLISHED_NAME, main, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_NAMES = ("sad", "mse", "mad", "sad_trimap", "mse_trimap", "mad_trimap")
-EXPERIMENTS = {
-    "ppt_bb": ("B:B", "P3M-500-P", "B"),
-    "ppt_bn": ("B:N", "P3M-500-NP", "B"),
-    "ppt_nb": ("N:B", "P3M-500-P", "N"),
-    "ppt_nn": ("N:N", "P3M-500-NP", "N"),
-}
+TEST_SETS = ("P3M-500-P", "P3M-500-NP", "P3M-500-NP-B")
 R34 = {"_target_": "p3m_lightning.models.ResNet34MP", "weights_path": None, "pretrained": False}
 TIMM = {
     "_target_": "p3m_lightning.models.TimmEncoder",
@@ -34,37 +29,43 @@ TIMM = {
 
 
 def fake_metrics(
-    experiment: str | None, encoder: dict, seed: int, rng: np.random.Generator, prefix: str
+    train: str | None,
+    encoder: dict,
+    seed: int,
+    rng: np.random.Generator,
+    sets: tuple[str, ...] = TEST_SETS,
+    init: str = "imagenet:/w/resnet34.pth",
 ) -> dict:
     """A metrics.json as ``train()`` writes it, with random plausible numbers."""
 
     def values(p: str) -> dict[str, float]:
         out = {}
-        for test_set in ("P3M-500-P", "P3M-500-NP"):
+        for test_set in sets:
             for name in METRIC_NAMES:
                 scale = 0.01 if name.startswith(("mse", "mad")) else 20.0
                 out[f"{p}/{test_set}/{name}"] = float(rng.uniform(0.5, 1.5) * scale)
         return out
 
-    setting, headline, train = EXPERIMENTS.get(experiment, (None, None, "B"))
     return {
-        "task_name": experiment or "quickstart",
-        "ppt": {"setting": setting, "headline_test_set": headline} if experiment else None,
-        "ppt_train": train,
+        "task_name": f"ppt_{train.lower()}" if train else "quickstart",
+        "ppt": {"train": train} if train else None,
+        "ppt_train": train or "B",
         "encoder": encoder,
+        "init": init,
         "seed": seed,
-        "before": values("val"),
-        "after": values(prefix),
-        "best_checkpoint": f"/somewhere/{experiment}/checkpoints/epoch_001.ckpt",
+        "before": values("test"),
+        "after": values("test"),
+        "after_best_on_heldout": None,
+        "best_checkpoint": None,
     }
 
 
-def write_sweep(root: Path, runs: list[tuple[str | None, dict, int, str]]) -> list[dict]:
+def write_sweep(root: Path, runs: list[tuple]) -> list[dict]:
     """Hydra-like job folders ``root/<num>/metrics.json``; returns the metrics written."""
     rng = np.random.default_rng(0)
     written = []
-    for num, (experiment, encoder, seed, prefix) in enumerate(runs):
-        metrics = fake_metrics(experiment, encoder, seed, rng, prefix)
+    for num, run in enumerate(runs):
+        metrics = fake_metrics(*run[:3], rng, *run[3:])
         (root / str(num)).mkdir(parents=True)
         (root / str(num) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         written.append(metrics)
@@ -73,28 +74,30 @@ def write_sweep(root: Path, runs: list[tuple[str | None, dict, int, str]]) -> li
 
 @pytest.fixture()
 def sweep(tmp_path: Path) -> tuple[Path, list[dict]]:
-    """3 seeds x 4 settings of ResNet-34-mp (one sweep folder), 2 seeds of timm resnet50 in a
-    nested second sweep (its N:N with a single seed, tested only: val/ metrics), a quickstart."""
+    """3 seeds x the two trainings of ResNet-34-mp, 2 seeds of timm resnet50 trained on B and
+    1 on N (tested on P3M-500-P only), a quickstart."""
     root = tmp_path / "multiruns"
-    runs = [(e, R34, s, "test") for s in (1, 2, 3) for e in EXPERIMENTS]
-    runs += [(e, TIMM, s, "test") for s in (1, 2) for e in ("ppt_bb", "ppt_bn", "ppt_nb")]
-    runs += [("ppt_nn", TIMM, 1, "val"), (None, R34, 42, "test")]
+    runs: list[tuple] = [(t, R34, s) for s in (1, 2, 3) for t in ("B", "N")]
+    runs += [("B", TIMM, s) for s in (1, 2)]
+    runs += [("N", TIMM, 1, ("P3M-500-P",)), (None, R34, 42)]
     return root, write_sweep(root, runs)
 
 
-def expected_cells(written: list[dict]) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """(model, setting) -> metric -> the seeds' values, straight from the written files."""
+def expected_cells(written: list[dict]) -> dict[tuple[str, tuple[str, str]], dict]:
+    """(model, column) -> metric -> the seeds' values, straight from the written files."""
     names = {"p3m_lightning.models.ResNet34MP": "P3M-Net (ResNet-34-mp)"}
     names["p3m_lightning.models.TimmEncoder"] = "P3M-Net (timm resnet50)"
-    cells: dict[tuple[str, str], dict[str, list[float]]] = {}
+    cells: dict = {}
     for m in written:
         if not m["ppt"]:
             continue
-        after, head = m["after"], m["ppt"]["headline_test_set"]
-        prefix = "test" if f"test/{head}/sad" in after else "val"
-        cell = cells.setdefault((names[m["encoder"]["_target_"]], m["ppt"]["setting"]), {})
-        for metric in ("sad", "mse"):
-            cell.setdefault(metric, []).append(after[f"{prefix}/{head}/{metric}"])
+        for column in COLUMNS:
+            cell, test_set = column
+            if cell[0] != m["ppt"]["train"] or f"test/{test_set}/sad" not in m["after"]:
+                continue
+            entry = cells.setdefault((names[m["encoder"]["_target_"]], column), {})
+            for metric in ("sad", "mse"):
+                entry.setdefault(metric, []).append(m["after"][f"test/{test_set}/{metric}"])
     return cells
 
 
@@ -103,26 +106,47 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_table_csv_holds_mean_and_std_over_seeds(sweep) -> None:
+def test_two_trainings_fill_the_four_cells_with_mean_and_std_over_seeds(sweep) -> None:
     root, written = sweep
     report = write_report(root)
     rows = {r["model"]: r for r in read_csv(root / "table.csv")}
     assert set(rows) == {PUBLISHED_NAME, "P3M-Net (ResNet-34-mp)", "P3M-Net (timm resnet50)"}
     cells = expected_cells(written)
-    assert len(cells) == 8
-    for (model, setting), values in cells.items():
-        row = rows[model]
-        assert int(row[f"{setting}_n"]) == len(values["sad"])
+    # ResNet-34-mp: all six columns; timm: three B columns, N:B on P3M-500-P only.
+    assert len(cells) == 6 + 3 + 1
+    for (model, (cell, test_set)), values in cells.items():
+        row, key = rows[model], f"{cell}@{test_set}"
+        assert int(row[f"{key}_n"]) == len(values["sad"])
         for metric, seeds in values.items():
-            assert float(row[f"{setting}_{metric}_mean"]) == pytest.approx(np.mean(seeds))
+            assert float(row[f"{key}_{metric}_mean"]) == pytest.approx(np.mean(seeds))
             if len(seeds) >= 2:
                 std = np.std(seeds, ddof=1)
-                assert float(row[f"{setting}_{metric}_std"]) == pytest.approx(std)
+                assert float(row[f"{key}_{metric}_std"]) == pytest.approx(std)
             else:
-                assert row[f"{setting}_{metric}_std"] == ""
-    published = rows[PUBLISHED_NAME]
-    assert float(published["B:B_sad_mean"]) == 8.73 and float(published["N:B_mse_mean"]) == 0.004
-    assert any("no PPT setting (task quickstart)" in note for note in report["notes"])
+                assert row[f"{key}_{metric}_std"] == ""
+    # B:B and B:N of one seed come from the same training, read on two test sets.
+    b_run = next(m for m in written if m["ppt"] and m["ppt"]["train"] == "B")
+    assert (
+        cells[("P3M-Net (ResNet-34-mp)", ("B:N", "P3M-500-NP"))]["sad"][0]
+        == (b_run["after"]["test/P3M-500-NP/sad"])
+    )
+    assert any("no PPT training (task quickstart)" in note for note in report["notes"])
+
+
+def test_published_figures_sit_only_in_columns_of_their_own_test_set(sweep) -> None:
+    root, _ = sweep
+    write_report(root)
+    published = {r["model"]: r for r in read_csv(root / "table.csv")}[PUBLISHED_NAME]
+    assert float(published["B:B@P3M-500-P_sad_mean"]) == 8.73
+    assert float(published["N:B@P3M-500-P_mse_mean"]) == 0.004
+    # The paper's P3M-500-NP figure for a B-trained P3M-Net; its B:N 9.22 is on another set.
+    assert float(published["B:N@P3M-500-NP_sad_mean"]) == 11.23
+    assert published["B:N@P3M-500-NP_mse_mean"] == ""
+    assert published["N:N@P3M-500-NP_sad_mean"] == ""
+    text = (root / "table.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {PUBLISHED_NAME}"))
+    assert "9.22" not in row and "9.06" not in row  # only in the note above the table
+    assert "normal version of P3M-500-P" in text
 
 
 def test_runs_csv_has_a_row_per_ppt_run(sweep) -> None:
@@ -130,28 +154,47 @@ def test_runs_csv_has_a_row_per_ppt_run(sweep) -> None:
     write_report(root)
     rows = read_csv(root / "runs.csv")
     assert len(rows) == sum(1 for m in written if m["ppt"])
-    val_rows = [r for r in rows if r["source"] == "val"]
-    assert [(r["setting"], r["seed"], r["test_set"]) for r in val_rows] == [
-        ("N:N", "1", "P3M-500-NP")
-    ]
+    timm_n = [r for r in rows if r["train"] == "N" and "timm" in r["model"]]
+    assert len(timm_n) == 1 and timm_n[0]["P3M-500-NP_sad"] == ""
 
 
-def test_markdown_has_the_published_row_and_every_model(sweep) -> None:
+def test_markdown_names_the_test_set_of_every_column(sweep) -> None:
     root, written = sweep
     write_report(root)
     lines = (root / "table.md").read_text().splitlines()
     table = [line for line in lines if line.startswith("|")]
-    assert table[0].split("|")[1:4] == [" Model ", " Seeds ", " B:B SAD "]
+    assert [c.strip() for c in table[0].split("|")[1:6]] == [
+        "Model", "Seeds", "B:B on P3M-500-P SAD", "B:B on P3M-500-P MSE", "B:N on P3M-500-NP SAD",
+    ]  # fmt: skip
     published = next(line for line in table if PUBLISHED_NAME in line)
-    assert [c.strip() for c in published.split("|")[3:-1]] == [
-        "8.73", "0.0026", "9.22", "0.0028", "11.22", "0.0040", "9.06", "0.0028",
+    assert [c.strip() for c in published.split("|")[3:11]] == [
+        "8.73", "0.0026", "11.23", "–", "11.22", "0.0040", "–", "–",
     ]  # fmt: skip
     r34 = next(line for line in table if "P3M-Net (ResNet-34-mp)" in line)
-    sad = expected_cells(written)[("P3M-Net (ResNet-34-mp)", "B:B")]["sad"]
+    sad = expected_cells(written)[("P3M-Net (ResNet-34-mp)", ("B:B", "P3M-500-P"))]["sad"]
     assert f"{np.mean(sad):.2f} ± {np.std(sad, ddof=1):.2f}" in r34
     assert "| 1, 2, 3 |" in r34
     timm = next(line for line in table if "P3M-Net (timm resnet50)" in line)
-    assert "(n=1)" in timm  # its N:N has a single seed: a mean without std
+    assert "(n=1)" in timm  # its N:B has a single seed: a mean without std
+
+
+def test_from_scratch_runs_are_named_apart(tmp_path: Path) -> None:
+    write_sweep(tmp_path, [("B", R34, 1), ("B", R34, 1, TEST_SETS, "scratch")])
+    report = write_report(tmp_path)
+    assert sorted(report["table"]) == [
+        "P3M-Net (ResNet-34-mp)",
+        "P3M-Net (ResNet-34-mp) [from scratch]",
+    ]
+
+
+def test_a_training_run_twice_is_noted(tmp_path: Path) -> None:
+    report = write_report(write_sweep_root(tmp_path, [("B", R34, 1), ("B", R34, 1)]))
+    assert any("trained on B with seed 1" in note for note in report["notes"])
+
+
+def write_sweep_root(root: Path, runs: list[tuple]) -> Path:
+    write_sweep(root, runs)
+    return root
 
 
 def test_png_is_a_valid_image(sweep) -> None:
@@ -167,7 +210,7 @@ def test_png_is_a_valid_image(sweep) -> None:
 
 def test_encoders_of_one_class_are_kept_apart(tmp_path: Path) -> None:
     pretrained = {**R34, "pretrained": True}
-    write_sweep(tmp_path, [("ppt_bb", R34, 1, "test"), ("ppt_bb", pretrained, 1, "test")])
+    write_sweep(tmp_path, [("B", R34, 1), ("B", pretrained, 1)])
     report = write_report(tmp_path)
     assert sorted(report["table"]) == [
         "P3M-Net (ResNet-34-mp) [pretrained=false]",
@@ -205,7 +248,7 @@ def test_cli_empty_folder_exits_2(tmp_path: Path) -> None:
 
 
 def test_only_quickstart_runs_and_missing_folder_exit_2(tmp_path: Path, capsys) -> None:
-    write_sweep(tmp_path / "quick", [(None, R34, 42, "test")])
+    write_sweep(tmp_path / "quick", [(None, R34, 42)])
     assert main([str(tmp_path / "quick")]) == 2
     assert "no PPT runs" in capsys.readouterr().err
     assert main([str(tmp_path / "absent")]) == 2

@@ -6,11 +6,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from p3m_lightning.data.p3m10k import DatasetError, P3MEvalDataset, P3MTrainDataset
+from p3m_lightning.data.p3m10k import (
+    DatasetError,
+    P3MEvalDataset,
+    P3MTrainDataset,
+    verify_split,
+)
 from p3m_lightning.data.privacy import FaceObfuscator
 from p3m_lightning.data.transforms import P3MTrainTransform
 
@@ -43,6 +49,11 @@ EVAL_SETS: dict[str, tuple[str, str, bool]] = {
 }
 
 
+HELDOUT = "train-heldout"
+"""Name of the validation split held out from ``train/`` (``val_split``): the only set a best
+checkpoint may be chosen on."""
+
+
 class EpochSampler(DistributedSampler):
     """Shuffling sampler that also tells the dataset the epoch (it seeds the random crops).
 
@@ -72,13 +83,15 @@ class P3MDataModule(pl.LightningDataModule):
     Args:
         root: the P3M-10k root folder.
         ppt_train: ``B`` trains on face-obfuscated images, ``N`` on normal ones.
-        eval_sets: evaluation sets, in the order of the validation/test dataloaders; any of
+        eval_sets: test sets, in the order of the test dataloaders; any of
             ``P3M-500-P`` (B), ``P3M-500-NP`` (N) and ``P3M-500-NP-B`` (P3M-500-NP blurred on the
             fly).
         synthetic: if given, the generator's arguments; the synthetic P3M-10k is written to
             ``root`` on first use (seeded, so every machine gets the same files).
         train_size: side of the training crops (``transform.size`` when a transform is given).
-        batch_size: training batch size (evaluation always takes one whole image at a time).
+        batch_size: the recipe's training batch per optimiser step; ``train`` sets each
+            process's loader batch from it (`p3m_lightning.train.batch_plan`). Evaluation
+            always takes one whole image at a time.
         num_workers: DataLoader worker processes.
         fgbg: ``files`` (``train/fg``, ``train/bg``) or ``image`` (F = B = image; worse).
         verify: dataset verification before training, ``full``, ``quick`` or ``off``.
@@ -89,6 +102,11 @@ class P3MDataModule(pl.LightningDataModule):
             finds no face: ``person``, ``head``, ``skip`` or ``error``
             (`p3m_lightning.data.privacy.find_face_region`).
         use_detector: try the face detector before that fallback.
+        val_split: training images held out (seeded by ``seed``, disjoint from the training
+            samples) as the validation set ``train-heldout``, evaluated whole like the test
+            sets; 0 (the published recipe, which trains on every image) means no validation.
+        batch_size_per_device: opt into another effective batch: each process loads this
+            many (``train`` scales the learning rate linearly and records it).
         max_eval_images: evaluate at most this many images per set (quick checks).
         seed: seed of the training crops.
         transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
@@ -114,6 +132,8 @@ class P3MDataModule(pl.LightningDataModule):
         max_eval_images: int | None = None,
         seed: int = 0,
         transform: P3MTrainTransform | None = None,
+        val_split: int = 0,
+        batch_size_per_device: int | None = None,
     ) -> None:
         super().__init__()
         if ppt_train not in ("B", "N"):
@@ -135,6 +155,13 @@ class P3MDataModule(pl.LightningDataModule):
         self.max_eval_images = max_eval_images
         self.seed = seed
         self.transform = transform
+        if val_split < 0:
+            raise ValueError(f"val_split must be >= 0, got {val_split}")
+        self.val_split = val_split
+        self.batch_size_per_device = batch_size_per_device
+        self.val_set_names = [HELDOUT] if val_split else []
+        self.heldout_names: list[str] = []
+        self.val_datasets: dict[str, Dataset] = {}
         self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] = {}
 
@@ -162,7 +189,8 @@ class P3MDataModule(pl.LightningDataModule):
             raise DatasetError(P3M10K_HELP.format(root=self.root or "<data.root is not set>"))
         return self.root
 
-    def _train_dataset(self, root: Path, verify: str) -> Dataset:
+    def _train_source(self, root: Path) -> tuple[Path, str, FaceObfuscator | None]:
+        """The training root, image folder and on-the-fly obfuscation of the PPT setting."""
         obfuscate = None
         if self.normal_train_dir is not None:
             source, image_dir = self.normal_train_dir, "original_image"
@@ -180,6 +208,10 @@ class P3MDataModule(pl.LightningDataModule):
             if not (root / "train" / "original_image").is_dir():
                 raise DatasetError(NO_NORMAL_TRAINING)
             source, image_dir = root, "original_image"
+        return source, image_dir, obfuscate
+
+    def _train_dataset(self, root: Path, verify: str, exclude: Sequence[str] = ()) -> Dataset:
+        source, image_dir, obfuscate = self._train_source(root)
         return P3MTrainDataset(
             source,
             image_dir,
@@ -189,14 +221,39 @@ class P3MDataModule(pl.LightningDataModule):
             seed=self.seed,
             verify=verify,
             obfuscate=obfuscate,
+            exclude=exclude,
         )
+
+    def _hold_out(self, root: Path) -> None:
+        """Choose the held-out names (seeded) and build the ``train-heldout`` set."""
+        source, image_dir, obfuscate = self._train_source(root)
+        names = [s.name for s in verify_split(source / "train", [image_dir], mode="off")]
+        if self.val_split >= len(names):
+            raise ValueError(
+                f"data.val_split={self.val_split} would hold out every one of the {len(names)} "
+                f"training images of {source / 'train'}; choose fewer"
+            )
+        rng = np.random.default_rng([self.seed, len(names)])
+        chosen = rng.choice(len(names), size=self.val_split, replace=False)
+        self.heldout_names = sorted(names[i] for i in chosen)
+        self.val_datasets = {
+            HELDOUT: P3MEvalDataset(
+                source / "train",
+                image_dir,
+                verify="off",
+                obfuscate=obfuscate,
+                names=self.heldout_names,
+            )
+        }
 
     def setup(self, stage: str) -> None:
         """Build (and verify) the datasets the stage needs."""
         root = self._check_root()
         verify = "quick" if self.verify == "full" else self.verify
+        if stage in ("fit", "validate") and self.val_split and not self.val_datasets:
+            self._hold_out(root)
         if stage == "fit" and self.train_dataset is None:
-            self.train_dataset = self._train_dataset(root, verify)
+            self.train_dataset = self._train_dataset(root, verify, self.heldout_names)
         if not self.eval_datasets:
             for name in self.eval_set_names:
                 dataset = self._eval_dataset(root, name, verify)
@@ -239,7 +296,7 @@ class P3MDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def _eval_dataloaders(self) -> list[DataLoader]:
+    def _eval_dataloaders(self, datasets: dict[str, Dataset]) -> list[DataLoader]:
         world, rank = self._world()
         return [
             DataLoader(
@@ -250,13 +307,13 @@ class P3MDataModule(pl.LightningDataModule):
                 ),
                 num_workers=min(self.num_workers, 2),
             )
-            for dataset in self.eval_datasets.values()
+            for dataset in datasets.values()
         ]
 
     def val_dataloader(self) -> list[DataLoader]:
-        """One whole-image dataloader per evaluation set, in ``eval_set_names`` order."""
-        return self._eval_dataloaders()
+        """The held-out validation split (``val_set_names``), or none: never a test set."""
+        return self._eval_dataloaders(self.val_datasets)
 
     def test_dataloader(self) -> list[DataLoader]:
-        """Same as ``val_dataloader`` (P3M-10k's test sets are its validation sets)."""
-        return self._eval_dataloaders()
+        """One whole-image dataloader per test set, in ``eval_set_names`` order."""
+        return self._eval_dataloaders(self.eval_datasets)

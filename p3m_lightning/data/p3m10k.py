@@ -15,7 +15,7 @@ of crashing a worker mid-epoch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +308,7 @@ class P3MTrainDataset(Dataset):
         obfuscate: Applied to each image before the transform, with its ``train/facemask`` mask
             when that folder exists (else None) and its matte, for on-the-fly face obfuscation
             (`Obfuscate`); F and B take the obfuscated pixels inside the changed region.
+        exclude: Names (stems) left out, e.g. a validation split held out from ``train/``.
 
     Samples: ``image``, ``fg``, ``bg``: (3, S, S) float32 ImageNet-normalised; ``alpha``:
     (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255]; ``name``: stem;
@@ -325,6 +326,7 @@ class P3MTrainDataset(Dataset):
         seed: int = 0,
         verify: VerifyMode = "full",
         obfuscate: Obfuscate | None = None,
+        exclude: Collection[str] = (),
     ) -> None:
         if fgbg not in ("files", "image"):
             raise ValueError(f"fgbg must be 'files' or 'image', got {fgbg!r}")
@@ -343,7 +345,12 @@ class P3MTrainDataset(Dataset):
         self.face_masks = obfuscate is not None and (split / "facemask").is_dir()
         if self.face_masks:
             folders.append("facemask")
-        self.samples = verify_split(split, folders, mode=verify, fixes=fixes)
+        excluded = set(exclude)
+        self.samples = [
+            s
+            for s in verify_split(split, folders, mode=verify, fixes=fixes)
+            if s.name not in excluded
+        ]
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property
@@ -399,6 +406,7 @@ class P3MEvalDataset(Dataset):
         obfuscate: Applied to each image with its ``facemask/`` mask when that folder exists (else
             None) and its matte, e.g. to build the face-blurred twin of a normal split on the
             fly (`Obfuscate`).
+        names: Only these names (stems), e.g. a validation split held out from ``train/``.
 
     Samples: ``image``: (3, H, W) float32 ImageNet-normalised; ``alpha``: (1, H, W) float32 in
     [0, 1]; ``trimap``: (1, H, W) uint8 0/128/255; ``face_mask``: (1, H, W) uint8 0/255, only when
@@ -413,6 +421,7 @@ class P3MEvalDataset(Dataset):
         trimap_kernel: int = 25,
         verify: VerifyMode = "full",
         obfuscate: Obfuscate | None = None,
+        names: Collection[str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.image_dir = image_dir
@@ -421,6 +430,9 @@ class P3MEvalDataset(Dataset):
         folders = [image_dir, "mask"]
         optional = [f for f in ("trimap", "facemask") if (self.root / f).is_dir()]
         self.samples = verify_split(self.root, folders + optional, mode=verify)
+        if names is not None:
+            wanted = set(names)
+            self.samples = [s for s in self.samples if s.name in wanted]
         self.has_trimap = "trimap" in optional
         self.has_face_mask = "facemask" in optional
 

@@ -48,7 +48,7 @@ def test_four_ppt_settings_load(synthetic_root: Path, ppt_train: str, eval_sets:
     assert batch["image"].shape == (2, 3, 64, 64)
     assert batch["alpha"].shape == batch["trimap"].shape == (2, 1, 64, 64)
     assert float(batch["alpha"].min()) >= 0.0 and float(batch["alpha"].max()) <= 1.0
-    (loader,) = dm.val_dataloader()
+    (loader,) = dm.test_dataloader()
     sample = next(iter(loader))
     assert sample["image"].shape[0] == 1 and sample["trimap"].dtype == torch.uint8
     assert len(loader.dataset) == TINY["n_val"]
@@ -136,3 +136,29 @@ def test_full_verification_runs_once_in_prepare_data(synthetic_root: Path, tmp_p
     dm.setup("validate")  # names only: setup runs in every DDP process
     with pytest.raises(DatasetError, match=victim.name):
         dm.prepare_data()
+
+
+def test_held_out_split_is_seeded_disjoint_and_recorded(synthetic_root: Path) -> None:
+    dm = _module(synthetic_root, val_split=2, seed=5)
+    dm.setup("fit")
+    assert dm.val_set_names == ["train-heldout"] and len(dm.heldout_names) == 2
+    trained = {s.name for s in dm.train_dataset.samples}
+    assert trained.isdisjoint(dm.heldout_names)
+    assert len(trained) + 2 == TINY["n_train"]
+    (loader,) = dm.val_dataloader()
+    sample = next(iter(loader))
+    assert sample["name"][0] in dm.heldout_names and sample["trimap"].dtype == torch.uint8
+    again = _module(synthetic_root, val_split=2, seed=5)
+    again.setup("fit")
+    assert again.heldout_names == dm.heldout_names
+    others = {tuple(_held_out(synthetic_root, seed)) for seed in range(6)}
+    assert len(others) > 1  # the seed chooses
+    assert _module(synthetic_root).val_dataloader() == []  # no split: no validation at all
+    with pytest.raises(ValueError, match="every one"):
+        _module(synthetic_root, val_split=TINY["n_train"]).setup("fit")
+
+
+def _held_out(root: Path, seed: int) -> list[str]:
+    dm = _module(root, val_split=2, seed=seed)
+    dm.setup("fit")
+    return dm.heldout_names

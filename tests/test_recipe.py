@@ -1,0 +1,149 @@
+"""The recipe guards of train.py: ImageNet init, no quickstart on P3M-10k, the DDP batch rule,
+model selection on a held-out split only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from p3m_lightning.models import ResNet34MP
+from p3m_lightning.train import ConfigError, batch_plan, check_recipe, train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TINY_DATA = [
+    "data.synthetic.n_train=5",
+    "data.synthetic.n_val=2",
+    "data.synthetic.min_side=64",
+    "data.synthetic.max_side=96",
+    "data.train_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "callbacks.progress_bar=null",
+]
+
+
+def compose_cfg(tmp: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "out")
+        cfg.paths.root_dir = str(tmp)
+    return cfg
+
+
+def test_quickstart_recipe_on_p3m10k_is_refused(tmp_path: Path) -> None:
+    cfg = compose_cfg(tmp_path, ["data=p3m10k", "data.root=/nowhere"])
+    with pytest.raises(ConfigError, match="experiment=ppt_b"):
+        train(cfg)
+    assert not (tmp_path / "out").exists()  # stopped before any work
+    assert check_recipe(compose_cfg(tmp_path, [])) == "random"  # `python train.py` stays
+
+
+def test_ppt_run_without_imagenet_weights_stops_naming_the_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("P3M_IMAGENET_WEIGHTS", raising=False)
+    cfg = compose_cfg(tmp_path, ["experiment=ppt_b"])
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    message = str(err.value)
+    for setting in (
+        "model.net.encoder.weights_path=",
+        "P3M_IMAGENET_WEIGHTS",
+        "model.net.encoder.pretrained=true",
+        "from_scratch=true",
+    ):
+        assert setting in message
+    assert check_recipe(compose_cfg(tmp_path, ["experiment=ppt_nn", "from_scratch=true"])) == (
+        "scratch"
+    )
+    assert check_recipe(
+        compose_cfg(tmp_path, ["experiment=ppt_b", "model.net.encoder.pretrained=true"])
+    ) == ("imagenet:hub")
+
+
+def test_imagenet_weights_from_the_environment_initialise_the_encoder(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    imagenet = ResNet34MP()  # torchvision ResNet-34 names: a stand-in for ImageNet weights
+    path = tmp_path / "resnet34.pth"
+    torch.save(imagenet.state_dict(), path)
+    monkeypatch.setenv("P3M_IMAGENET_WEIGHTS", str(path))
+    cfg = compose_cfg(tmp_path, ["experiment=ppt_b"])
+    assert check_recipe(cfg) == f"imagenet:{path}"
+    task = instantiate(cfg.model)
+    for name, value in imagenet.state_dict().items():
+        torch.testing.assert_close(task.net.encoder.state_dict()[name], value, msg=name)
+
+
+def test_batch_plan_keeps_the_recipe_batch_or_records_the_opt_in() -> None:
+    assert batch_plan(8, 1).per_device == 8
+    two = batch_plan(8, 2)
+    assert (two.per_device, two.effective, two.lr_scale) == (4, 8, 1.0)
+    assert batch_plan(8, world_size=2, accumulate=2).per_device == 2
+    with pytest.raises(ConfigError, match="batch_size_per_device"):
+        batch_plan(8, 3)
+    larger = batch_plan(8, world_size=4, per_device=8)
+    assert (larger.effective, larger.lr_scale) == (32, 4.0)
+
+
+def test_ddp_sim_splits_the_recipe_batch_over_its_processes(tmp_path: Path) -> None:
+    cfg = compose_cfg(tmp_path, ["trainer=ddp_sim", "data.batch_size=8"])
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.world_size == 2
+    plan = batch_plan(cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches)
+    assert plan.per_device == 4 and plan.effective == 8
+    ddp = compose_cfg(tmp_path, ["trainer=ddp"])
+    assert ddp.trainer.sync_batchnorm is True
+
+
+def test_opting_into_a_larger_batch_scales_and_records_the_learning_rate(tmp_path: Path):
+    data_root = tmp_path / "p3m10k"
+    cfg = compose_cfg(
+        tmp_path,
+        [*TINY_DATA, "data.batch_size_per_device=4", "train=false", "test=false"],
+    )
+    with open_dict(cfg):
+        cfg.data.root = str(data_root)
+    result = train(cfg)
+    assert result["batch"] == {
+        "recipe": 2,
+        "per_device": 4,
+        "world_size": 1,
+        "accumulate": 1,
+        "effective": 4,
+        "lr_scale": 2.0,
+    }
+    saved = (Path(cfg.paths.output_dir) / "config.yaml").read_text()
+    assert "lr: 0.001" in saved  # the quickstart's 5e-4, doubled
+
+
+@pytest.mark.slow
+def test_best_checkpoint_is_chosen_on_the_held_out_split_only(tmp_path: Path) -> None:
+    data_root = tmp_path / "p3m10k"
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            *TINY_DATA,
+            "data.val_split=2",
+            "trainer.max_epochs=2",
+            "trainer.check_val_every_n_epoch=1",
+            "validate_before=false",
+        ],
+    )
+    with open_dict(cfg):
+        cfg.data.root = str(data_root)
+    result = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert len(result["heldout"]) == 2
+    assert result["best_checkpoint"] and Path(result["best_checkpoint"]).is_file()
+    for figures in (result["after"], result["after_best_on_heldout"]):
+        assert figures["test/P3M-500-P/sad"] > 0 and "test/P3M-500-NP/sad" in figures
+    logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/train-heldout/sad" in logged
+    assert "val/P3M-500-P/sad" not in logged  # test sets are never validation sets
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["heldout"] == result["heldout"]
