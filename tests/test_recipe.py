@@ -79,6 +79,13 @@ def test_imagenet_weights_from_the_environment_initialise_the_encoder(tmp_path, 
         torch.testing.assert_close(task.net.encoder.state_dict()[name], value, msg=name)
 
 
+def test_last_checkpoint_is_written_every_epoch_without_validation(tmp_path: Path) -> None:
+    cfg = compose_cfg(tmp_path, ["trainer.check_val_every_n_epoch=4"])
+    last = instantiate(cfg.callbacks.last_checkpoint)
+    trainer = instantiate(cfg.trainer, callbacks=[last], logger=False)
+    assert last._should_save_on_train_epoch_end(trainer)
+
+
 def test_batch_plan_keeps_the_recipe_batch_or_records_the_opt_in() -> None:
     assert batch_plan(8, 1).per_device == 8
     two = batch_plan(8, 2)
