@@ -15,6 +15,7 @@ from p3m_lightning.losses import P3MLoss
 from p3m_lightning.metrics import MattingMetrics
 from p3m_lightning.models import P3MNet
 from p3m_lightning.models.checkpoint import ARCH_KEY
+from p3m_lightning.models.feature_copy_paste import FeatureCopyPaste
 
 LOGGED_TERMS = ("loss", "loss_global", "loss_local", "loss_fusion", "loss_comp")
 DEFAULT_EVAL_SET = "val"
@@ -56,6 +57,9 @@ class MattingTask(pl.LightningModule):
         strategy: whole-image test strategy, ``resize`` (published protocol) or ``hybrid``.
         max_side: cap on the side the network sees during evaluation.
         channels_last: keep the network in channels-last memory format (faster convolutions).
+        feature_copy_paste: P3M-FCP: training batches that carry ``cp_source`` and
+            ``cp_mask`` run through it (`p3m_lightning.models.feature_copy_paste`).
+        fcp_start_epoch: first epoch of P3M-FCP (the journal's ``START_EPOCH``).
     """
 
     def __init__(
@@ -68,10 +72,15 @@ class MattingTask(pl.LightningModule):
         strategy: str = "resize",
         max_side: int = 1600,
         channels_last: bool = False,
+        feature_copy_paste: FeatureCopyPaste | None = None,
+        fcp_start_epoch: int = 0,
     ) -> None:
         super().__init__()
         # Modules and callables stay out of the checkpoint: it must load with weights_only.
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "scheduler", "feature_copy_paste"]
+        )
+        self.feature_copy_paste = feature_copy_paste
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.loss = loss if loss is not None else P3MLoss()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
@@ -116,7 +125,16 @@ class MattingTask(pl.LightningModule):
         batch = drop_skipped(batch)
         if batch is None:
             return None
-        out = self.net(self._input(batch["image"]))
+        image = self._input(batch["image"])
+        fcp = self.feature_copy_paste
+        if (
+            fcp is not None
+            and "cp_source" in batch
+            and self.current_epoch >= self.hparams.fcp_start_epoch
+        ):
+            out = fcp(self.net, image, self._input(batch["cp_source"]), batch["cp_mask"])
+        else:
+            out = self.net(image)
         terms = self.loss(out, batch)
         self.log_dict(
             {f"train/{k}": terms[k].detach() for k in LOGGED_TERMS},

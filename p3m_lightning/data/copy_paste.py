@@ -24,7 +24,9 @@ Source layouts (`FaceFolder`):
 - ``celebamask_hq``: CelebAMask-HQ as distributed: ``CelebA-HQ-img/<i>.jpg`` and
   ``CelebAMask-HQ-mask-anno/<k>/<i:05d>_<part>.png`` (k = i // 2000); the face mask is the union
   of the facial parts (`CELEBAMASK_FACE_PARTS`), resized to the image.
-- ``folders``: ``image/<stem>.jpg|png`` and ``facemask/<stem>.png`` (nonzero on the face).
+- ``folders``: ``<image_dir>/<stem>.jpg|png`` (``image/`` by default) and
+  ``facemask/<stem>.png`` (nonzero on the face); with ``image_dir=blurred_image`` and a P3M-10k
+  ``train/`` folder as root, the training set's own (blurred) faces, the journal's ``SELF``.
 """
 
 from __future__ import annotations
@@ -88,20 +90,31 @@ class FaceFolder:
     """Source faces with face masks read from a folder (see the module docstring for layouts).
 
     Args:
-        root: the folder.
+        root: the folder; None (an unset ``P3M_CP_SOURCE``) is refused with what to set.
         layout: ``celebamask_hq`` or ``folders``.
+        image_dir: the image folder of the ``folders`` layout.
 
     Raises:
         FaceSourceError: the folder lacks the layout's sub-folders or holds no face.
     """
 
-    def __init__(self, root: str | Path, layout: Literal["celebamask_hq", "folders"]) -> None:
+    def __init__(
+        self,
+        root: str | Path | None,
+        layout: Literal["celebamask_hq", "folders"],
+        image_dir: str = "image",
+    ) -> None:
+        if root is None:
+            raise FaceSourceError(
+                "P3M-CP needs a folder of public faces with face masks: set "
+                "data.copy_paste.source.root=/path/CelebAMask-HQ or export P3M_CP_SOURCE=..."
+            )
         self.root = Path(root)
         self.layout = layout
         if layout == "celebamask_hq":
             images, self._masks = self.root / "CelebA-HQ-img", self.root / "CelebAMask-HQ-mask-anno"
         elif layout == "folders":
-            images, self._masks = self.root / "image", self.root / "facemask"
+            images, self._masks = self.root / image_dir, self.root / "facemask"
         else:
             raise ValueError(f"unknown face source layout {layout!r}: celebamask_hq or folders")
         missing = [str(p) for p in (images, self._masks) if not p.is_dir()]

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from p3m_lightning.data.copy_paste import ImageCopyPaste
 from p3m_lightning.data.p3m10k import (
     DatasetError,
     P3MEvalDataset,
@@ -107,6 +108,9 @@ class P3MDataModule(pl.LightningDataModule):
             sets; 0 (the published recipe, which trains on every image) means no validation.
         batch_size_per_device: opt into another effective batch: each process loads this
             many (``train`` scales the learning rate linearly and records it).
+        copy_paste: P3M-CP for the training images (the ``cp`` config group), None for none.
+        copy_paste_level: ``image`` (P3M-ICP) or ``feature`` (P3M-FCP, with the task's
+            ``feature_copy_paste``).
         max_eval_images: evaluate at most this many images per set (quick checks).
         seed: seed of the training crops.
         transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
@@ -134,6 +138,8 @@ class P3MDataModule(pl.LightningDataModule):
         transform: P3MTrainTransform | None = None,
         val_split: int = 0,
         batch_size_per_device: int | None = None,
+        copy_paste: ImageCopyPaste | None = None,
+        copy_paste_level: Literal["image", "feature"] = "image",
     ) -> None:
         super().__init__()
         if ppt_train not in ("B", "N"):
@@ -159,6 +165,8 @@ class P3MDataModule(pl.LightningDataModule):
             raise ValueError(f"val_split must be >= 0, got {val_split}")
         self.val_split = val_split
         self.batch_size_per_device = batch_size_per_device
+        self.copy_paste = copy_paste
+        self.copy_paste_level = copy_paste_level
         self.val_set_names = [HELDOUT] if val_split else []
         self.heldout_names: list[str] = []
         self.val_datasets: dict[str, Dataset] = {}
@@ -222,6 +230,8 @@ class P3MDataModule(pl.LightningDataModule):
             verify=verify,
             obfuscate=obfuscate,
             exclude=exclude,
+            copy_paste=self.copy_paste,
+            copy_paste_level=self.copy_paste_level,
         )
 
     def _hold_out(self, root: Path) -> None:

@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 from tqdm import tqdm
 
+from p3m_lightning.data.copy_paste import ImageCopyPaste
 from p3m_lightning.data.transforms import P3MTrainTransform, normalise_image, to_tensor_sample
 from p3m_lightning.data.trimap import generate_trimap
 
@@ -309,6 +310,12 @@ class P3MTrainDataset(Dataset):
             when that folder exists (else None) and its matte, for on-the-fly face obfuscation
             (`Obfuscate`); F and B take the obfuscated pixels inside the changed region.
         exclude: Names (stems) left out, e.g. a validation split held out from ``train/``.
+        copy_paste: P3M-CP (`p3m_lightning.data.copy_paste.ImageCopyPaste`), which needs
+            ``train/facemask``: at the ``image`` level the face is pasted into image, F and B;
+            at the ``feature`` level the sample carries ``cp_source`` (the aligned source,
+            normalised like the image) and ``cp_mask`` ((1, S, S) in {0, 1}, zero when no
+            face was drawn) for the task's `FeatureCopyPaste`.
+        copy_paste_level: ``image`` (P3M-ICP) or ``feature`` (P3M-FCP).
 
     Samples: ``image``, ``fg``, ``bg``: (3, S, S) float32 ImageNet-normalised; ``alpha``:
     (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255]; ``name``: stem;
@@ -327,9 +334,15 @@ class P3MTrainDataset(Dataset):
         verify: VerifyMode = "full",
         obfuscate: Obfuscate | None = None,
         exclude: Collection[str] = (),
+        copy_paste: ImageCopyPaste | None = None,
+        copy_paste_level: Literal["image", "feature"] = "image",
     ) -> None:
         if fgbg not in ("files", "image"):
             raise ValueError(f"fgbg must be 'files' or 'image', got {fgbg!r}")
+        if copy_paste_level not in ("image", "feature"):
+            raise ValueError(f"copy_paste_level must be image or feature, got {copy_paste_level!r}")
+        self.copy_paste = copy_paste
+        self.copy_paste_level = copy_paste_level
         self.root = Path(root)
         self.image_dir = image_dir
         self.fgbg = fgbg
@@ -342,7 +355,12 @@ class P3MTrainDataset(Dataset):
         if fgbg == "files":
             folders += ["fg", "bg"]
             fixes = dict.fromkeys(("fg", "bg"), _prepare_fgbg_fix(self.root))
-        self.face_masks = obfuscate is not None and (split / "facemask").is_dir()
+        self.face_masks = (obfuscate or copy_paste) is not None and (split / "facemask").is_dir()
+        if copy_paste is not None and not self.face_masks:
+            raise DatasetError(
+                f"{split / 'facemask'}: P3M-CP pastes faces into the face masks of the training "
+                "images; get train/facemask (the P3M-10k face-mask download) or leave cp=none"
+            )
         if self.face_masks:
             folders.append("facemask")
         excluded = set(exclude)
@@ -371,8 +389,8 @@ class P3MTrainDataset(Dataset):
         image = read_rgb(sample.paths[self.image_dir])
         alpha = read_mask(sample.paths["mask"])
         privacy = None
+        face_mask = read_mask(sample.paths["facemask"]) if self.face_masks else None
         if self.obfuscate is not None:
-            face_mask = read_mask(sample.paths["facemask"]) if self.face_masks else None
             image, region, privacy = self.obfuscate(image, face_mask, alpha)
         if self.fgbg == "files":
             fg, bg = read_rgb(sample.paths["fg"]), read_rgb(sample.paths["bg"])
@@ -384,9 +402,20 @@ class P3MTrainDataset(Dataset):
                 bg[region] = image[region]
         else:
             fg = bg = image
+        extra = None
+        if self.copy_paste is not None:
+            # Its own generator: the crops are the same with and without P3M-CP.
+            pasted = self.copy_paste(
+                image, fg, bg, face_mask, np.random.default_rng([self.seed, index, self.epoch, 1])
+            )
+            if self.copy_paste_level == "image":
+                image, fg, bg = pasted.image, pasted.fg, pasted.bg
+            else:
+                where = face_mask > 0 if pasted.pasted else np.zeros(alpha.shape, bool)
+                extra = {"cp_source": pasted.aligned, "cp_mask": where.astype(np.uint8) * 255}
         rng = np.random.default_rng([self.seed, index, self.epoch])
         out: dict[str, torch.Tensor | str] = dict(
-            to_tensor_sample(self.transform(image, alpha, fg, bg, rng))
+            to_tensor_sample(self.transform(image, alpha, fg, bg, rng, extra=extra))
         )
         out["name"] = sample.name
         if privacy is not None:

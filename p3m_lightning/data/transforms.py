@@ -222,13 +222,22 @@ def to_tensor_sample(maps: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Turn `P3MTrainTransform`'s uint8 maps into training-sample tensors.
 
     Args:
-        maps: The transform's output (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``).
+        maps: The transform's output (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``, and any
+            ``extra`` maps).
 
     Returns:
         ``image``, ``fg``, ``bg``: (3, S, S) float32, ImageNet-normalised;
-        ``alpha``: (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255].
+        ``alpha``: (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255]; an
+        extra (S, S, 3) map normalised like the image, an extra (S, S) mask as (1, S, S)
+        float32 in [0, 1].
     """
     sample = {key: torch.from_numpy(normalise_image(maps[key])) for key in ("image", "fg", "bg")}
     sample["alpha"] = torch.from_numpy(maps["alpha"][None].astype(np.float32) / 255)
     sample["trimap"] = torch.from_numpy(maps["trimap"][None].astype(np.float32))
-    return {key: sample[key] for key in MAP_KEYS}
+    out = {key: sample[key] for key in MAP_KEYS}
+    for key, value in maps.items():
+        if key not in out:
+            out[key] = torch.from_numpy(
+                normalise_image(value) if value.ndim == 3 else value[None].astype(np.float32) / 255
+            )
+    return out
