@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from p3m_lightning.callbacks import finish_wandb
 
@@ -203,6 +203,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # Nothing to select on but the test sets, which must never choose a checkpoint.
         callbacks = [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and c.monitor)]
     loggers = _instantiate_group(cfg.get("logger"))
+    if not loggers:
+        # logger=none: nothing to report learning rates to (Lightning refuses the monitor).
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     plan = batch_plan(
