@@ -42,7 +42,7 @@ class PrivacyReport(pl.Callback):
 
     def _record(self, set_name: str, batch: Any) -> None:
         sources, names = batch.get("privacy"), batch.get("name")
-        if sources is None or names is None:
+        if sources is None or names is None or batch.get("padding") is not None:
             return
         for name, source in zip(names, sources, strict=True):
             self.sources[set_name].setdefault(str(name), str(source))

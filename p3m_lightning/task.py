@@ -150,7 +150,8 @@ class MattingTask(pl.LightningModule):
     ):
         # An image of an on-the-fly obfuscated set whose face region could not be established
         # is not a face-obfuscated image: it is left out (and listed in the privacy report).
-        if drop_skipped(batch) is None:
+        # A padding sample only keeps a process without images of this set in step.
+        if drop_skipped(batch) is None or batch.get("padding") is not None:
             return None
         image = batch["image"]
         if image.shape[0] != 1:
@@ -179,13 +180,16 @@ class MattingTask(pl.LightningModule):
 
     def _log_metrics(self, prefix: str, metrics: nn.ModuleDict) -> None:
         for name, metric in metrics.items():
-            if metric.update_count == 0:
-                continue
+            # Every process computes (a collective reduction), also one that saw no image of
+            # this set (fewer images than processes): deciding locally would hang the others.
+            values = metric.compute()
+            metric.reset()
+            if torch.isnan(values["sad"]):
+                continue  # no process saw an image of this set in this run
             # Already reduced over processes (sum and count states): sync_dist averages equal
             # values, and only keeps Lightning from warning.
-            values = {f"{prefix}/{name}/{k}": v for k, v in metric.compute().items()}
-            self.log_dict(values, sync_dist=True, add_dataloader_idx=False)
-            metric.reset()
+            logged = {f"{prefix}/{name}/{k}": v for k, v in values.items()}
+            self.log_dict(logged, sync_dist=True, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
         """Log the ten metrics of each evaluation set."""

@@ -237,3 +237,37 @@ def test_ppt_sweep_and_report(tmp_path, data_root) -> None:
     table = (tmp_path / "t" / "table.md").read_text()
     assert "P3M-Net (ResNet-34-mp) [from scratch]" in table and "P3M-Net (paper)" in table
     assert "±" in table
+
+
+@pytest.mark.slow
+def test_ddp_with_fewer_test_images_than_processes(tmp_path, data_root) -> None:
+    root = tmp_path / "one_image"
+    one = [arg for arg in TINY_DATA if not arg.startswith("data.synthetic.n_val")]
+    one.append("data.synthetic.n_val=1")
+    train(
+        compose_cfg(
+            tmp_path / "prepare", ["data=synthetic", "train=false", "test=false", *one], root
+        )
+    )
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "trainer=ddp_sim",
+        f"hydra.run.dir={out}",
+        f"paths.root_dir={tmp_path}",
+        f"data.root={root}",
+        "train=false",
+        "validate_before=false",
+        "callbacks.progress_bar=null",
+        *one,
+    ]
+    # One image on two ranks: rank 1 sees none, and must neither crash nor hang the other.
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "metrics.json").read_text())
+    single = compose_cfg(tmp_path / "single", ["train=false", "validate_before=false", *one], root)
+    expected = train(single)["after"]
+    assert result["after"].keys() == expected.keys() and expected
+    for key, value in expected.items():
+        assert result["after"][key] == pytest.approx(value, rel=1e-5), key

@@ -69,13 +69,37 @@ class EpochSampler(DistributedSampler):
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
-    """Evaluation sampler: each image exactly once over all processes (no padding, no drops)."""
+    """Evaluation sampler: each image exactly once over all processes (no padding, no drops).
+
+    A process left without any image (a set smaller than the number of processes) gets the
+    one index ``len(dataset)``, which `PaddingMarked` turns into a sample marked ``padding``
+    that evaluation skips: Lightning refuses an empty dataloader on any process.
+    """
+
+    def _indices(self) -> range:
+        own = range(self.rank, len(self.dataset), self.num_replicas)
+        return own if len(own) else range(len(self.dataset), len(self.dataset) + 1)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+        return iter(self._indices())
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas))
+        return len(self._indices())
+
+
+class PaddingMarked(Dataset):
+    """An evaluation set whose index ``len(dataset)`` is its first sample marked ``padding``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index == len(self.dataset):
+            return {**self.dataset[0], "padding": True}
+        return self.dataset[index]
 
 
 class P3MDataModule(pl.LightningDataModule):
@@ -310,7 +334,7 @@ class P3MDataModule(pl.LightningDataModule):
         world, rank = self._world()
         return [
             DataLoader(
-                dataset,
+                PaddingMarked(dataset),
                 batch_size=1,
                 sampler=UnpaddedDistributedSampler(
                     dataset, num_replicas=world, rank=rank, shuffle=False

@@ -9,6 +9,7 @@ import torch
 
 from p3m_lightning.data.datamodule import (
     P3MDataModule,
+    PaddingMarked,
     UnpaddedDistributedSampler,
 )
 from p3m_lightning.data.p3m10k import DatasetError
@@ -111,6 +112,15 @@ def test_eval_sampler_neither_pads_nor_drops(world: int) -> None:
         assert len(indices) == len(sampler)
         seen += indices
     assert sorted(seen) == data
+
+
+def test_a_process_without_images_gets_one_marked_padding_sample() -> None:
+    data = [{"name": "only"}]
+    samplers = [UnpaddedDistributedSampler(data, num_replicas=2, rank=r) for r in (0, 1)]
+    assert [list(s) for s in samplers] == [[0], [1]]
+    marked = PaddingMarked(data)
+    assert len(marked) == 1 and "padding" not in marked[0]
+    assert marked[1] == {"name": "only", "padding": True}
 
 
 def test_epochs_draw_new_but_reproducible_crops(synthetic_root: Path) -> None:
