@@ -320,6 +320,10 @@ class P3MDataModule(pl.LightningDataModule):
             seed=self.seed,
             drop_last=True,
         )
+        # Lightning creates the first iterator (whose workers prefetch at once) before it sets
+        # the epoch; on resume that would replay epoch 0's order and crops. Start at the
+        # trainer's epoch instead.
+        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
         return DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
