@@ -57,6 +57,13 @@ def test_parameter_count_equals_the_official_model(full_model, manifest) -> None
     assert n_params == OFFICIAL_PARAMS == manifest["n_params"]
 
 
+def test_two_class_variants_match_the_official_count() -> None:
+    # The official GFM(backbone='r34', rosta='FT' or 'BT'): only decoder0_g's last conv differs.
+    model = GFMNet(rosta="BT")
+    assert sum(p.numel() for p in model.parameters()) == 55_285_739
+    assert model.decoder0_g[6].weight.shape == (2, 64, 3, 3)
+
+
 @pytest.mark.slow
 def test_forward_matches_the_official_code(full_model, manifest) -> None:
     """Golden weights in the official model vs ours (vectors made from the authors' code)."""
