@@ -130,11 +130,11 @@ def test_arch_config_rebuilds_and_state_round_trips(backbone: str, tmp_path: Pat
 def test_adam_steps_lower_the_p3m_loss(backbone: str) -> None:
     model = small(backbone).train()
     gen = torch.Generator().manual_seed(3)
-    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-    alpha = ((1.3 - torch.hypot(yy - 32, xx - 32) / 16).clamp(0, 1))[None, None].repeat(2, 1, 1, 1)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    alpha = ((1.3 - torch.hypot(yy - 16, xx - 16) / 8).clamp(0, 1))[None, None].repeat(2, 1, 1, 1)
     trimap = torch.full_like(alpha, 128.0)
     trimap[alpha == 0], trimap[alpha == 1] = 0.0, 255.0
-    fg, bg = torch.randn(2, 3, 64, 64, generator=gen), torch.randn(2, 3, 64, 64, generator=gen)
+    fg, bg = torch.randn(2, 3, 32, 32, generator=gen), torch.randn(2, 3, 32, 32, generator=gen)
     batch = {"alpha": alpha, "trimap": trimap, "fg": fg, "bg": bg}
     batch["image"] = alpha * fg + (1 - alpha) * bg
     loss_fn = P3MLoss()

@@ -79,19 +79,6 @@ class P3MJournalNet(nn.Module):
         """Plain values that rebuild this architecture (``P3MJournalNet(**arch_config())``)."""
         return {"backbone": self.backbone, "backbone_config": self.encoder.arch_config()}
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Encoder and decoder parameters as two groups (trainable parameters only)."""
-        return [
-            {
-                "name": "encoder",
-                "params": [p for p in self.encoder.parameters() if p.requires_grad],
-            },
-            {
-                "name": "decoder",
-                "params": [p for p in self.decoder.parameters() if p.requires_grad],
-            },
-        ]
-
 
 class JournalDecoder(nn.Module):
     """The two decoders and their integration modules, for encoder widths ``c1..c32``."""
