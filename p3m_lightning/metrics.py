@@ -37,6 +37,9 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 """Keys returned by :func:`compute_matting_metrics` and :class:`MattingMetrics`, in spec order."""
 
+FACE_METRIC_NAMES: tuple[str, ...] = ("sad_face", "mse_face", "mad_face")
+"""Keys of :func:`face_region_errors`; :class:`MattingMetrics` adds them given face masks."""
+
 _GRAD_SIGMA = 1.4
 _GRAD_TRUNCATE = 4.0
 _GRAD_RADIUS = int(_GRAD_TRUNCATE * _GRAD_SIGMA + 0.5)  # scipy's kernel radius, 6
@@ -194,6 +197,44 @@ def fg_bg_errors(pred: np.ndarray, alpha: np.ndarray, trimap: np.ndarray) -> dic
     """
     out = _region_errors(*_prepare(pred, alpha, trimap))
     return {name: out[name] for name in ("sad_fg", "sad_bg")}
+
+
+def face_region_errors(
+    pred: np.ndarray, alpha: np.ndarray, face_mask: np.ndarray
+) -> dict[str, float] | None:
+    """SAD, MSE and MAD of the (unforced) prediction inside the face mask.
+
+    These are the privacy-region errors of the journal P3M-Net evaluation on P3M-500-P, whose
+    ``facemask/*.png`` mark the obfuscated faces. SAD is the sum of absolute errors on face
+    pixels / 1000; MSE and MAD are the sums of squared and absolute errors on face pixels divided
+    by the number of face pixels, so they are per-pixel errors of the face region alone, as the
+    trimap variants are of the unknown region.
+
+    Args:
+        pred: predicted alpha, (H, W) float in [0, 1].
+        alpha: ground-truth alpha, (H, W) float in [0, 1].
+        face_mask: (H, W) uint8 or bool, nonzero on faces (as P3M-10k's ``facemask/*.png``).
+
+    Returns:
+        ``{"sad_face", "mse_face", "mad_face"}``, or None when the mask marks no pixel (the
+        per-pixel errors of an empty region are undefined, so such an image has no face score).
+
+    Raises:
+        ValueError: if the arrays are not 2-D of one shape, or pred or alpha is not floating.
+    """
+    pred, alpha = _prepare(pred, alpha)
+    if face_mask.shape != pred.shape:
+        raise ValueError(f"face_mask has shape {face_mask.shape}, pred {pred.shape}")
+    face = face_mask != 0
+    pixels = np.count_nonzero(face)
+    if pixels == 0:
+        return None
+    # The differences in the dtype of pred - alpha (float64 for the benchmark's inputs), summed
+    # in float64, as the whole-image errors.
+    diff = (pred[face] - alpha[face]).astype(np.float64, copy=False)
+    l1 = float(np.abs(diff).sum())
+    l2 = float(np.square(diff).sum())
+    return {"sad_face": l1 / 1000, "mse_face": l2 / pixels, "mad_face": l1 / pixels}
 
 
 def _scipy_gaussian_kernel(order: int) -> np.ndarray:
@@ -456,6 +497,31 @@ def _alpha_array(alpha: torch.Tensor) -> np.ndarray:
     return a.double().numpy()
 
 
+def _face_masks(
+    face_mask: torch.Tensor | Sequence[torch.Tensor | None] | None, count: int
+) -> list[torch.Tensor | None]:
+    """Face masks laid out like ``pred`` as a list with None for images without one."""
+    if face_mask is None:
+        return [None] * count
+    if isinstance(face_mask, torch.Tensor):
+        masks: list[torch.Tensor | None] = list(_images(face_mask, "face_mask"))
+    else:
+        masks = [None if m is None else _images(m, "face_mask")[0] for m in face_mask]
+    if len(masks) != count:
+        raise ValueError(f"face_mask holds {len(masks)} images, pred {count}")
+    return masks
+
+
+def _mask_array(mask: torch.Tensor) -> np.ndarray:
+    """A face mask as a bool array: nonzero (for floats: at least 0.5 after scaling) is face."""
+    m = mask.detach().cpu()
+    if m.is_floating_point():
+        # Float masks come as 0/1 or, read from a PNG without scaling, 0/255.
+        scale = 255.0 if m.numel() and float(m.max()) > 1 else 1.0
+        return (m >= 0.5 * scale).numpy()
+    return (m != 0).numpy()
+
+
 def _trimap_array(trimap: torch.Tensor) -> np.ndarray:
     t = trimap.detach().cpu()
     if t.is_floating_point():
@@ -472,10 +538,16 @@ class MattingMetrics(Metric):
     over every image of every process, never a mean of per-process means. The sums are float64
     (devices without float64, such as Apple MPS, cannot hold them).
 
+    Given face masks, it also averages :data:`FACE_METRIC_NAMES` (:func:`face_region_errors`)
+    over the images whose mask marks at least one pixel, with their own sums and image count
+    (summed across processes as well). ``compute`` returns the face keys only when such an image
+    was seen anywhere: a set without face masks has no face metrics, not zeros.
+
     Example::
 
         metric = MattingMetrics()
         metric.update(pred, alpha, trimap)  # (H, W) tensors, (B, 1, H, W) batches or lists
+        metric.update(pred, alpha, trimap, face_mask)  # also scores the face region
         sad = metric.compute()["sad"]
     """
 
@@ -489,12 +561,17 @@ class MattingMetrics(Metric):
             zero = torch.tensor(0.0, dtype=torch.float64)
             self.add_state(f"{name}_sum", default=zero, dist_reduce_fx="sum")
         self.add_state("num_images", default=torch.tensor(0), dist_reduce_fx="sum")
+        for name in FACE_METRIC_NAMES:
+            zero = torch.tensor(0.0, dtype=torch.float64)
+            self.add_state(f"{name}_sum", default=zero, dist_reduce_fx="sum")
+        self.add_state("num_face_images", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(
         self,
         pred: torch.Tensor | Sequence[torch.Tensor],
         alpha: torch.Tensor | Sequence[torch.Tensor],
         trimap: torch.Tensor | Sequence[torch.Tensor],
+        face_mask: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
     ) -> None:
         """Score images and add them to the running sums.
 
@@ -503,9 +580,12 @@ class MattingMetrics(Metric):
                 batch, or a list of images of different sizes.
             alpha: ground truth in [0, 1] (float) or 0-255 (uint8), laid out like ``pred``.
             trimap: 0/128/255 trimap (uint8 or float), laid out like ``pred``.
+            face_mask: optional face masks laid out like ``pred`` (a list may hold None for
+                images without one): nonzero on faces for integer masks, at least half of the
+                maximum scale (0.5 of 1 or 127.5 of 255) for float masks.
 
         Raises:
-            ValueError: if the three hold different numbers of images or an image's shapes
+            ValueError: if the inputs hold different numbers of images or an image's shapes
                 differ.
         """
         preds, alphas, trimaps = (
@@ -515,16 +595,30 @@ class MattingMetrics(Metric):
             raise ValueError(
                 f"pred, alpha and trimap hold {len(preds)}, {len(alphas)} and {len(trimaps)} images"
             )
-        for p, a, t in zip(preds, alphas, trimaps, strict=True):
-            values = compute_matting_metrics(
-                p.detach().to("cpu", torch.float32).numpy(), _alpha_array(a), _trimap_array(t)
-            )
+        masks = _face_masks(face_mask, len(preds))
+        faces = 0
+        for p, a, t, m in zip(preds, alphas, trimaps, masks, strict=True):
+            p_np, a_np = p.detach().to("cpu", torch.float32).numpy(), _alpha_array(a)
+            values = compute_matting_metrics(p_np, a_np, _trimap_array(t))
+            face_values = None if m is None else face_region_errors(p_np, a_np, _mask_array(m))
+            if face_values is not None:
+                values |= face_values
+                faces += 1
             for name, value in values.items():
                 state = getattr(self, f"{name}_sum")
                 setattr(self, f"{name}_sum", state + value)
         # Out of place: states reset under inference mode must still update outside it.
         self.num_images = self.num_images + len(preds)
+        self.num_face_images = self.num_face_images + faces
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Mean of each metric over all images seen (NaN before any update)."""
-        return {name: getattr(self, f"{name}_sum") / self.num_images for name in METRIC_NAMES}
+        """Mean of each metric over all images seen (NaN before any update).
+
+        The face keys are present only if an image with a non-empty face mask was seen; they
+        are means over those images.
+        """
+        out = {name: getattr(self, f"{name}_sum") / self.num_images for name in METRIC_NAMES}
+        if int(self.num_face_images) > 0:
+            for name in FACE_METRIC_NAMES:
+                out[name] = getattr(self, f"{name}_sum") / self.num_face_images
+        return out

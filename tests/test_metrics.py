@@ -14,8 +14,10 @@ from scipy.ndimage import gaussian_filter
 from p3m_lightning.metrics import (
     METRIC_NAMES,
     MattingMetrics,
+    _alpha_array,
     compute_matting_metrics,
     connectivity_error,
+    face_region_errors,
     fg_bg_errors,
     grad_error,
     trimap_errors,
@@ -310,3 +312,81 @@ def test_distributed_sync_sums_states() -> None:
     assert _as_floats(rank0.compute()) == pytest.approx(_mean_of_cases(cases), rel=1e-12)
     # compute() undoes the synchronisation: the local state is rank 0's alone again.
     assert int(rank0.num_images) == 1
+
+
+def test_face_region_errors_by_hand() -> None:
+    # 4x5 image; the face is the 2x2 block at rows 1-2, cols 1-2 (4 pixels).
+    pred = np.zeros((4, 5), np.float32)
+    alpha = np.zeros((4, 5))
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1:3, 1:3] = 255
+    pred[1, 1], pred[1, 2] = 0.5, 0.25  # face errors 0.5, 0.25, 0, 0
+    pred[0, 0] = 1.0  # outside the face: ignored
+    values = face_region_errors(pred, alpha, mask)
+    assert values == pytest.approx(
+        {"sad_face": 0.75 / 1000, "mse_face": (0.25 + 0.0625) / 4, "mad_face": 0.75 / 4}
+    )
+
+
+def test_face_region_errors_empty_mask_and_shape_mismatch() -> None:
+    pred, alpha = np.zeros((3, 3), np.float32), np.zeros((3, 3))
+    assert face_region_errors(pred, alpha, np.zeros((3, 3), np.uint8)) is None
+    with pytest.raises(ValueError, match="face_mask has shape"):
+        face_region_errors(pred, alpha, np.ones((3, 4), np.uint8))
+
+
+def test_matting_metrics_face_keys_absent_without_masks() -> None:
+    metric = MattingMetrics()
+    metric.update(*_tensors(soft_case(0)))
+    assert set(metric.compute()) == set(METRIC_NAMES)
+    # A mask that marks no pixel scores nothing either.
+    metric.update(*_tensors(soft_case(1)), torch.zeros(48, 64, dtype=torch.uint8))
+    assert set(metric.compute()) == set(METRIC_NAMES)
+
+
+def test_matting_metrics_face_mean_over_masked_images_only() -> None:
+    # Image 0: face error 0.2 on 2 pixels; image 1: no mask; image 2: face error 0.6 on 1 pixel.
+    preds = [torch.zeros(2, 2) for _ in range(3)]
+    alphas = [torch.zeros(2, 2, dtype=torch.uint8) for _ in range(3)]
+    trimaps = [torch.full((2, 2), 128, dtype=torch.uint8) for _ in range(3)]
+    preds[0][0] = 0.2
+    preds[2][1, 1] = 0.6
+    masks = [
+        torch.tensor([[1, 1], [0, 0]], dtype=torch.uint8),
+        None,
+        torch.tensor([[0.0, 0.0], [0.0, 255.0]]),  # a float mask read as 0/255
+    ]
+    metric = MattingMetrics()
+    metric.update(preds, alphas, trimaps, masks)
+    out = _as_floats(metric.compute())
+    assert int(metric.num_images) == 3 and int(metric.num_face_images) == 2
+    assert out["sad_face"] == pytest.approx((0.4 + 0.6) / 1000 / 2, rel=1e-6)
+    assert out["mad_face"] == pytest.approx((0.2 + 0.6) / 2, rel=1e-6)
+    assert out["mse_face"] == pytest.approx((0.04 + 0.36) / 2, rel=1e-6)
+    # The ten metrics still average over all three images.
+    assert out["sad"] == pytest.approx((0.4 + 0.0 + 0.6) / 1000 / 3, rel=1e-6)
+
+
+def test_matting_metrics_face_states_sum_across_processes() -> None:
+    pred, alpha, trimap = _tensors(soft_case(2, (8, 8)))
+    mask = torch.zeros(8, 8, dtype=torch.uint8)
+    mask[2:6, 2:6] = 1
+    rank0, rank1, single = MattingMetrics(), MattingMetrics(), MattingMetrics()
+    rank0.update(pred, alpha, trimap)  # rank 0 has no face masks
+    rank1.update(pred, alpha, trimap, mask)
+    single.update([pred, pred], [alpha, alpha], [trimap, trimap], [None, mask])
+    rank0.merge_state(rank1)
+    assert _as_floats(rank0.compute()) == pytest.approx(_as_floats(single.compute()), rel=1e-12)
+    expected = face_region_errors(pred.numpy(), _alpha_array(alpha), mask.numpy())
+    assert _as_floats(single.compute())["mad_face"] == pytest.approx(expected["mad_face"])
+
+
+def test_matting_metrics_rejects_mismatched_face_mask_count() -> None:
+    metric = MattingMetrics()
+    with pytest.raises(ValueError, match="face_mask holds 1 images, pred 2"):
+        metric.update(
+            torch.zeros(2, 1, 4, 4),
+            torch.zeros(2, 1, 4, 4),
+            torch.zeros(2, 1, 4, 4),
+            torch.zeros(1, 1, 4, 4),
+        )
