@@ -22,7 +22,6 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from p3m_lightning.inference import denormalize
 from p3m_lightning.losses.p3m import (
     alpha_loss,
     composition_loss,
@@ -32,6 +31,7 @@ from p3m_lightning.losses.p3m import (
     transition_mask,
     trimap_classes,
 )
+from p3m_lightning.normalization import denormalize
 
 __all__ = ["GFMLoss"]
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m_lightning.inference import denormalize
 from p3m_lightning.losses.p3m import trimap_classes
+from p3m_lightning.normalization import denormalize
 
 __all__ = ["MODNetLoss", "modnet_blur_kernel"]
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from p3m_lightning.inference import normalize
 from p3m_lightning.losses.gfm import GFMLoss
+from p3m_lightning.normalization import normalize
 
 SIZE = 32
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from p3m_lightning.inference import normalize
 from p3m_lightning.losses.gfm import GFMLoss
 from p3m_lightning.models.gfm import GFMNet, gfm_hybrid_alpha
+from p3m_lightning.normalization import normalize
 from tests.conftest import DATA, golden_tensor
 
 # GFM(backbone='r34', rosta='TT') of github.com/JizhiziLi/GFM core/gfm.py, counted by

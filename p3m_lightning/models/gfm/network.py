@@ -15,13 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m_lightning.models.p3mnet import fuse
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["GFMNet", "ResNet34", "collaborative_matting"]
 
 ROSTAS = ("TT", "FT", "BT")
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def collaborative_matting(rosta: str, glance_logits: Tensor, focus: Tensor) -> Tensor:
@@ -229,8 +227,8 @@ class GFMNet(nn.Module):
                 f"GFMNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
                 "resize or pad the image first."
             )
-        mean = image.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = image.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         x = (image * std + mean) * 255.0
 
         e0 = self.encoder0(x)

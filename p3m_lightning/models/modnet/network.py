@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["MODNet", "MobileNetV2"]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # (expansion, channels, repeats, stride) of MobileNetV2's inverted-residual stages.
 _MBV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -294,8 +294,8 @@ class MODNet(nn.Module):
                 f"MODNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
                 "resize or pad the image first."
             )
-        mean = image.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = image.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         img = (image * std + mean - 0.5) / 0.5
         semantic, lr8x, enc2x, enc4x = self.lr_branch(img)
         detail, hr2x = self.hr_branch(img, enc2x, enc4x, lr8x)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from p3m_lightning.models.checkpoint import CheckpointError, read_checkpoint
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
 
 class StemPool(nn.Module):

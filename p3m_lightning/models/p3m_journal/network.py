@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from p3m_lightning.models.blocks import DBFI, SBFI, TFI, decoder_stage
-from p3m_lightning.models.checkpoint import CheckpointError, read_checkpoint
 from p3m_lightning.models.p3m_journal.common import match_problems
 from p3m_lightning.models.p3m_journal.swin import SwinEncoder
 from p3m_lightning.models.p3m_journal.vitae import ViTAEEncoder
 from p3m_lightning.models.p3mnet import check_input_size, fuse
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
 ENCODERS: dict[str, type[nn.Module]] = {"vitae_s": ViTAEEncoder, "swin_t": SwinEncoder}
 

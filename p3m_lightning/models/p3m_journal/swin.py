@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from p3m_lightning.models.checkpoint import CheckpointError
 from p3m_lightning.models.p3m_journal.common import (
     StemPool,
     TokenMerge,
     imagenet_backbone_state,
     match_problems,
 )
+from p3m_lightning.models.safe_load import CheckpointError
 
 SWIN_T: dict[str, Any] = {
     "embed_dim": 96,
