@@ -58,6 +58,12 @@ METRIC_TITLES: dict[str, str] = {
     "grad": "Grad",
     "conn": "Conn",
 }
+# Inside the face mask, for sets that have face masks (P3M-500-P); absent elsewhere.
+FACE_TITLES: dict[str, str] = {
+    "sad_face": "SAD-face",
+    "mse_face": "MSE-face",
+    "mad_face": "MAD-face",
+}
 
 
 class EvaluationError(Exception):
@@ -112,6 +118,9 @@ def _set_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     # Summed in image order in float64 as MattingMetrics does: MattingTask's means, to the bit,
     # for the same predictions.
     means = {name: (sum(row[name] for row in rows) / n if n else None) for name in METRIC_TITLES}
+    faces = [row for row in rows if "sad_face" in row]
+    if faces:
+        means.update({k: sum(row[k] for row in faces) / len(faces) for k in FACE_TITLES})
     return {"n_images": n, **means}
 
 
@@ -124,21 +133,24 @@ def _format_value(name: str, value: float | None) -> str:
 
 def format_table(sets: dict[str, dict[str, Any]]) -> str:
     """The per-set means as a fixed-width text table: a row per set, a column per metric."""
-    width = max(len(t) for t in METRIC_TITLES.values()) + 2
+    titles = dict(METRIC_TITLES)
+    if any("sad_face" in summary for summary in sets.values()):
+        titles.update(FACE_TITLES)
+    width = max(len(t) for t in titles.values()) + 2
     name_width = max([len("set"), *(len(name) for name in sets)]) + 2
     header = f"{'set':<{name_width}}{'images':>8}" + "".join(
-        f"{title:>{width}}" for title in METRIC_TITLES.values()
+        f"{title:>{width}}" for title in titles.values()
     )
     lines = [header]
     for name, summary in sets.items():
-        cells = "".join(f"{_format_value(m, summary[m]):>{width}}" for m in METRIC_TITLES)
+        cells = "".join(f"{_format_value(m, summary.get(m)):>{width}}" for m in titles)
         lines.append(f"{name:<{name_width}}{summary['n_images']:>8}{cells}")
     return "\n".join(lines)
 
 
 def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["set", "name", *METRIC_TITLES])
+        writer = csv.DictWriter(handle, fieldnames=["set", "name", *METRIC_TITLES, *FACE_TITLES])
         writer.writeheader()
         # repr keeps every bit, so the CSV's means are the summary's.
         writer.writerows(
@@ -179,7 +191,13 @@ def _evaluate_set(
         # k / 255 alpha snapped back to float64 k / 255); over one image its means are that
         # image's values, exactly as MattingTask scores it.
         metric = MattingMetrics()
-        metric.update(pred, batch["alpha"][0, 0], batch["trimap"][0, 0])
+        face_mask = batch.get("face_mask")
+        metric.update(
+            pred,
+            batch["alpha"][0, 0],
+            batch["trimap"][0, 0],
+            None if face_mask is None else face_mask[0, 0],
+        )
         rows.append(
             {"set": set_name, "name": name, **{k: float(v) for k, v in metric.compute().items()}}
         )

@@ -44,6 +44,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 """(cell, test set) of each column; the cell's first letter is the training (B or N)."""
 METRICS = ("sad", "mse")
+FACE_METRICS = ("sad_face", "mse_face")
+"""Inside the face mask (journal P3M-Net), on test sets with face masks only."""
 PUBLISHED_NAME = "P3M-Net (paper)"
 PUBLISHED: dict[tuple[str, str], dict[str, float | None]] = {
     ("B:B", "P3M-500-P"): {"sad": 8.73, "mse": 0.0026},
@@ -177,7 +179,7 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
         values = {
             (test_set, metric): float(after[f"test/{test_set}/{metric}"])
             for _, test_set in COLUMNS
-            for metric in METRICS
+            for metric in (*METRICS, *FACE_METRICS)
             if f"test/{test_set}/{metric}" in after
         }
         if not values:
@@ -276,6 +278,7 @@ def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Ru
         n_max = max(c.n for c in cells.values())
         values = [_cell_text(cells.get(c), m, n_max) for c in COLUMNS for m in METRICS]
         lines.append("| " + " | ".join([model, ", ".join(map(str, seeds)), *values]) + " |")
+    lines += _face_lines(runs)
     if best:
         lines += [
             "",
@@ -283,6 +286,38 @@ def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Ru
             "its test figures are `after_best_on_heldout` in metrics.json (not in this table).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _face_lines(runs: Sequence[Run]) -> list[str]:
+    """A second table of the face-region figures, for the columns whose test set has them."""
+    columns = [c for c in COLUMNS if any((c[1], "sad_face") in r.values for r in runs)]
+    if not columns:
+        return []
+    header = ["Model"] + [f"{column_name(c)} {m.upper()}" for c in columns for m in FACE_METRICS]
+    lines = [
+        "",
+        "Inside the face mask (sets with face masks only), mean ± std over seeds:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for model in sorted({r.model for r in runs}):
+        cells = []
+        for cell, test_set in columns:
+            group = [r for r in runs if r.model == model and r.train == cell[0]]
+            for metric in FACE_METRICS:
+                values = [
+                    r.values[(test_set, metric)] for r in group if (test_set, metric) in r.values
+                ]
+                if not values:
+                    cells.append("–")
+                    continue
+                mean, std = _mean_std(values)
+                kind = "mse" if metric.startswith("mse") else "sad"
+                text = _fmt(mean, kind)
+                cells.append(text if std is None else f"{text} ± {_fmt(std, kind)}")
+        lines.append("| " + " | ".join([model, *cells]) + " |")
+    return lines
 
 
 def _write_table_csv(path: Path, table: dict[str, dict[tuple[str, str], Cell]]) -> None:
@@ -315,13 +350,19 @@ def _write_table_csv(path: Path, table: dict[str, dict[tuple[str, str], Cell]]) 
 def _write_runs_csv(path: Path, runs: Sequence[Run]) -> None:
     sets = sorted({test_set for _, test_set in COLUMNS})
     fields = ["model", "train", "seed", "init", "task_name", "path", "best_on_heldout"]
-    fields += [f"{s}_{m}" for s in sets for m in METRICS]
+    fields += [f"{s}_{m}" for s in sets for m in (*METRICS, *FACE_METRICS)]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for run in sorted(runs, key=lambda r: (r.model, r.train, str(r.seed), r.path)):
             row = {f: getattr(run, f) for f in fields[:7]}
-            row.update({f"{s}_{m}": run.values.get((s, m), "") for s in sets for m in METRICS})
+            row.update(
+                {
+                    f"{s}_{m}": run.values.get((s, m), "")
+                    for s in sets
+                    for m in (*METRICS, *FACE_METRICS)
+                }
+            )
             writer.writerow(row)
 
 

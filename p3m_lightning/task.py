@@ -165,8 +165,13 @@ class MattingTask(pl.LightningModule):
             pred = predict_alpha(
                 self.net, self._input(image.float()), self.strategy, self.hparams.max_side
             )
+        face_mask = batch.get("face_mask")
         metrics[self.set_names(stage)[dataloader_idx]].update(
-            pred, batch["alpha"][0, 0], batch["trimap"][0, 0]
+            pred,
+            batch["alpha"][0, 0],
+            batch["trimap"][0, 0],
+            # Sets with face masks (P3M-500-P) are also scored inside the face.
+            None if face_mask is None else face_mask[0, 0],
         )
         return pred
 

@@ -73,12 +73,17 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def test_per_image_csv_has_a_row_per_image(evaluated) -> None:
     _, _, out = evaluated
     rows = read_rows(out / "per_image.csv")
-    assert list(rows[0]) == ["set", "name", *METRIC_NAMES]
+    assert list(rows[0]) == ["set", "name", *METRIC_NAMES, "sad_face", "mse_face", "mad_face"]
     for name in SETS:
         names = [r["name"] for r in rows if r["set"] == name]
         assert len(names) == len(set(names)) == N_VAL
     for row in rows:
         assert all(float(row[m]) >= 0 for m in METRIC_NAMES)
+        # P3M-500-P ships face masks, P3M-500-NP none: face figures absent, not zero.
+        if row["set"] == "P3M-500-P":
+            assert 0 <= float(row["sad_face"]) <= float(row["sad"])
+        else:
+            assert row["sad_face"] == ""
 
 
 def test_summary_is_the_mean_of_the_csv_rows(evaluated) -> None:
@@ -108,6 +113,10 @@ def test_summary_matches_the_task_test_logging(evaluated, ckpt: Path) -> None:
         for metric in METRIC_NAMES:
             expected = logged[f"test/{name}/{metric}"]
             assert summary["sets"][name][metric] == pytest.approx(expected, rel=1e-5)
+    expected = logged["test/P3M-500-P/sad_face"]
+    assert summary["sets"]["P3M-500-P"]["sad_face"] == pytest.approx(expected, rel=1e-5)
+    assert "test/P3M-500-NP/sad_face" not in logged
+    assert "sad_face" not in summary["sets"]["P3M-500-NP"]
 
 
 def test_predictions_are_8bit_mattes_of_the_image_size(evaluated, data_root: Path) -> None:

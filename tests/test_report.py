@@ -253,3 +253,19 @@ def test_only_quickstart_runs_and_missing_folder_exit_2(tmp_path: Path, capsys) 
     assert "no PPT runs" in capsys.readouterr().err
     assert main([str(tmp_path / "absent")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_face_region_figures_are_reported_where_measured_only(tmp_path: Path) -> None:
+    written = write_sweep(tmp_path, [("B", R34, 1), ("B", R34, 2)])
+    for num, metrics in enumerate(written):
+        metrics["after"]["test/P3M-500-P/sad_face"] = 0.5 + num
+        metrics["after"]["test/P3M-500-P/mse_face"] = 0.01
+        (tmp_path / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    face = text.split("Inside the face mask")[1]
+    assert "B:B on P3M-500-P SAD_FACE" in face and "1.00 ± 0.71" in face
+    assert "P3M-500-NP SAD_FACE" not in face  # no face masks there: absent, not zero
+    rows = read_csv(tmp_path / "runs.csv")
+    assert [r["P3M-500-P_sad_face"] for r in rows] == ["0.5", "1.5"]
+    assert all(r["P3M-500-NP_sad_face"] == "" for r in rows)
