@@ -50,6 +50,15 @@ def test_outputs_shapes_ranges_and_known_regions() -> None:
     assert torch.equal(out["alpha"][..., 16:48, :], out["alpha_raw"][..., 16:48, :])
 
 
+def test_fresh_model_in_eval_mode_is_not_saturated() -> None:
+    torch.manual_seed(0)
+    b = _batch()
+    with torch.no_grad():
+        raw = GCANet(**SMALL).eval()(b["image"], b["trimap"])["alpha_raw"]
+    # Converged spectral-norm vectors at init: outputs stay inside (0, 1).
+    assert raw.min() > 0.0 and raw.max() < 1.0
+
+
 def test_trimap_one_hot() -> None:
     t = torch.tensor([0.0, 128.0, 255.0]).view(1, 1, 1, 3)
     assert trimap_one_hot(t)[0, :, 0].tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]

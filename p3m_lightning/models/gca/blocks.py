@@ -45,15 +45,22 @@ class SpectralNorm(nn.Module):
         module.register_parameter("weight_bar", nn.Parameter(weight))
         self.module = module
 
+    @torch.no_grad()
+    def power_iteration(self, steps: int = 1) -> None:
+        """Refine ``u``/``v`` towards the top singular vectors of the current weight."""
+        m = self.module
+        matrix = m.weight_bar.view(m.weight_bar.shape[0], -1)
+        for _ in range(steps):
+            m.weight_v.copy_(_unit(matrix.t() @ m.weight_u))
+            m.weight_u.copy_(_unit(matrix @ m.weight_v))
+
     def normalised_weight(self) -> Tensor:
         """The weight divided by its spectral-norm estimate ``u^T W v``."""
         m = self.module
         w = m.weight_bar
         matrix = w.view(w.shape[0], -1)
         if self.training:
-            with torch.no_grad():
-                m.weight_v.copy_(_unit(matrix.t() @ m.weight_u))
-                m.weight_u.copy_(_unit(matrix @ m.weight_v))
+            self.power_iteration()
         sigma = torch.dot(m.weight_u, matrix @ m.weight_v)
         return w / sigma
 

@@ -218,6 +218,11 @@ class GCANet(nn.Module):
         nn.init.xavier_uniform_(self.decoder.conv2.weight)
         with torch.no_grad():
             self.encoder.conv1.module.weight_bar[:, 3:] = 0
+        # Random u/v give arbitrary (even negative) sigma estimates, so a fresh model in eval
+        # mode would saturate; converge them for the initial weights (checkpoints bring theirs).
+        for m in self.modules():
+            if isinstance(m, SpectralNorm):
+                m.power_iteration(20)
 
     def _load_pretrained(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
