@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from p3m_lightning.callbacks import finish_wandb
@@ -28,6 +31,9 @@ RECIPE_BATCH = 8
 """The published recipe's batch (docs/p3m-net.md §5)."""
 
 IMAGENET_ENV = "P3M_IMAGENET_WEIGHTS"
+
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+"""Variables Lightning's DDP launcher sets in the launching process."""
 """Environment variable the model configs read for the encoder's local ImageNet weights."""
 
 
@@ -158,6 +164,27 @@ def _summary_table(before: dict[str, float], after: dict[str, float], sets: list
     return "\n".join(lines)
 
 
+def relaunch_this_job_only() -> None:
+    """Make the processes Lightning starts for DDP re-run this Hydra multirun job, not the sweep.
+
+    Lightning starts DDP ranks 1..N-1 by running the command line again (with
+    ``hydra.run.dir`` set to the run folder): in a multirun that command is the whole sweep.
+    Inside a multirun job, the command line becomes this job's own overrides, and the run
+    folder this job's folder, so every rank trains this job. A no-op outside a multirun job.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) the configured task on the configured data.
 
@@ -177,11 +204,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         ConfigError: a command that would leave its recipe (`check_recipe`, `batch_plan`).
     """
+    relaunch_this_job_only()
+    launcher_env = {name: os.environ.get(name) for name in _DDP_ENV}
     try:
         result = _train(cfg)
     except BaseException:
         finish_wandb(exit_code=1)
         raise
+    finally:
+        # The next job of a multirun must start its own DDP processes: it must neither reuse
+        # this job's process group (its other ranks have exited) nor see the variables
+        # Lightning's launcher set, which would make it wait for ranks no one starts.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for name, value in launcher_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     finish_wandb()
     return result
 

@@ -271,3 +271,44 @@ def test_ddp_with_fewer_test_images_than_processes(tmp_path, data_root) -> None:
     assert result["after"].keys() == expected.keys() and expected
     for key, value in expected.items():
         assert result["after"][key] == pytest.approx(value, rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_multirun_jobs_each_run_as_real_ddp(tmp_path, data_root) -> None:
+    train(tiny(tmp_path / "prepare", data_root, "train=false", "test=false"))
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "seed=1,2",
+        "trainer=ddp_sim",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.root_dir={tmp_path}",
+        f"data.root={data_root}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "validate_before=false",
+        "callbacks.progress_bar=null",
+        *TINY_DATA,
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0_quickstart", "1_quickstart"]  # no nested sweeps
+    single = tiny(tmp_path / "single", data_root)
+    for job in jobs:
+        # Each job's second rank ran that job (its own log), not the whole sweep again.
+        assert (job / "train_ddp_process_1.log").is_file()
+        result = json.loads((job / "metrics.json").read_text())
+        task = instantiate(single.model)
+        task.net.load_state_dict(load_model(result["last_checkpoint"]).state_dict())
+        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+        metrics: dict[str, float] = {}
+        for per_set in trainer.test(task, datamodule=instantiate(single.data), verbose=False):
+            metrics.update(per_set)
+        assert metrics.keys() == result["after"].keys()
+        for key, value in metrics.items():
+            assert result["after"][key] == pytest.approx(value, rel=1e-5), (job.name, key)
+    seeds = [json.loads((j / "metrics.json").read_text())["seed"] for j in jobs]
+    assert seeds == [1, 2]

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from p3m_lightning.losses.p3m import laplacian_loss
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "FBALoss",
@@ -38,8 +39,6 @@ __all__ = [
     "to_rgb01",
 ]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 _ALPHA_TERMS = ("alpha_l1", "alpha_comp", "alpha_grad", "alpha_lap")
 _FB_TERMS = ("fb_l1", "fb_comp", "fb_excl", "fb_lap")
 
@@ -52,8 +51,8 @@ def binomial_kernel() -> Tensor:
 
 def to_rgb01(x: Tensor) -> Tensor:
     """ImageNet-normalised ``(B, 3, H, W)`` back to RGB in [0, 1] (float32)."""
-    mean = torch.tensor(_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return x.float() * std + mean
 
 

@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from p3m_lightning.losses.p3m import transition_mask
+from p3m_lightning.normalization import IMAGENET_STD
 
 __all__ = ["IndexNetLoss", "unknown_alpha_loss", "unknown_composition_loss"]
 
 _EPS = 1e-6
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _per_sample_mean(err: Tensor, unknown: Tensor) -> Tensor:
@@ -73,7 +73,7 @@ def unknown_composition_loss(
     """
     with torch.autocast(device_type=pred.device.type, enabled=False):
         a = pred.float()
-        scale = 255.0 * torch.tensor(_IMAGENET_STD, device=a.device).view(1, 3, 1, 1)
+        scale = 255.0 * torch.tensor(IMAGENET_STD, device=a.device).view(1, 3, 1, 1)
         diff = (a * fg.float() + (1.0 - a) * bg.float() - image.float()) * scale
         err = torch.sqrt(diff**2 + eps**2).sum(dim=1, keepdim=True)
         return _per_sample_mean(err, unknown.float())

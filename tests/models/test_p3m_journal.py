@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from p3m_lightning.losses.p3m import P3MLoss
-from p3m_lightning.models.checkpoint import CheckpointError
 from p3m_lightning.models.p3m_journal import (
     P3MJournalNet,
     SwinEncoder,
@@ -19,6 +18,7 @@ from p3m_lightning.models.p3m_journal import (
 )
 from p3m_lightning.models.p3m_journal.swin import window_attention_mask
 from p3m_lightning.models.p3mnet import P3MOutput
+from p3m_lightning.models.safe_load import CheckpointError
 from tests.conftest import DATA, golden_tensor
 
 MANIFESTS = {"vitae_s": "p3m_vitae_s_manifest.json", "swin_t": "p3m_swin_t_manifest.json"}

@@ -22,11 +22,10 @@ from p3m_lightning.models.fba.blocks import (
     two_channel_trimap,
 )
 from p3m_lightning.models.trimap_guided import trimap_guided
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["FBANet", "fba_fusion"]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 _POOL_SCALES = (1, 2, 3, 6)
 
 
@@ -170,8 +169,8 @@ class FBANet(nn.Module):
                 f"FBANet: input size {h}x{w} is not a multiple of {self.input_divisor}; "
                 "pad or resize the image and trimap first (the inference strategy does this)."
             )
-        mean = image.new_tensor(_MEAN).view(1, 3, 1, 1)
-        std = image.new_tensor(_STD).view(1, 3, 1, 1)
+        mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = image * std + mean
         two_chan = two_channel_trimap(trimap).to(image.dtype)
         clicks = trimap_distance_features(trimap).to(image.dtype)
