@@ -22,6 +22,7 @@ than stretched.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 import cv2
 import numpy as np
@@ -127,9 +128,9 @@ class _Autocast(nn.Module):
         self.device_type = device_type
         self.dtype = dtype
 
-    def forward(self, image: torch.Tensor) -> P3MOutput:
+    def forward(self, image: torch.Tensor, outputs: Collection[str] | None = None) -> P3MOutput:
         with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.net(image)
+            return self.net(image, outputs=outputs)
 
 
 class Matter:
