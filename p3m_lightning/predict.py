@@ -23,8 +23,9 @@ from __future__ import annotations
 import glob
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,8 @@ from p3m_lightning.imageio import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from p3m_lightning.api import Background, Matter
 
 USAGE = (
@@ -166,17 +169,8 @@ def predict(cfg: DictConfig) -> int:
         print(f"predict: {err}", file=sys.stderr)
         return EXIT_USAGE
 
-    failures: list[tuple[Path, str]] = []
     start = time.perf_counter()
-    for path, stem in tqdm(
-        list(zip(inputs, output_stems(inputs), strict=True)), desc="matting", unit="photo"
-    ):
-        try:
-            _matte_one(matter, path, output_dir / stem, background)
-        except ImageReadError as err:
-            failures.append((path, err.reason))
-        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
-            failures.append((path, f"{type(err).__name__}: {err}"))
+    failures = _matte_all(matter, inputs, output_dir, background)
     seconds = time.perf_counter() - start
 
     done = len(inputs) - len(failures)
@@ -190,10 +184,74 @@ def predict(cfg: DictConfig) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _matte_one(matter: Matter, path: Path, out_stem: Path, background: Background | None) -> None:
-    """Read, matte and write one photo; every output is written atomically."""
-    rgb = read_image(path)
-    alpha = matter.predict(rgb)
+PREFETCH = 2
+"""Photos decoded ahead of the network, and outputs queued for writing: bounds the memory."""
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, ImageReadError):
+        return err.reason
+    return f"{type(err).__name__}: {err}"
+
+
+def _matte_all(
+    matter: Matter, inputs: list[Path], output_dir: Path, background: Background | None
+) -> list[tuple[Path, str]]:
+    """Matte every photo with the one loaded model; returns the failures (path, reason).
+
+    A reader thread decodes the next photos and a writer thread encodes and writes the finished
+    ones while the network runs (image codecs and PyTorch release the GIL). Each photo's
+    outputs are those of matting it alone.
+    """
+    jobs = list(zip(inputs, output_stems(inputs), strict=True))
+    failures: dict[int, tuple[Path, str]] = {}
+    writes: deque[tuple[int, Future[None]]] = deque()
+
+    def finish_write() -> None:
+        index, future = writes.popleft()
+        try:
+            future.result()
+        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
+            failures[index] = (jobs[index][0], _describe(err))
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+    ):
+        reads = deque(reader.submit(read_image, path) for path, _ in jobs[:PREFETCH])
+        for index, (path, stem) in enumerate(tqdm(jobs, desc="matting", unit="photo")):
+            future = reads.popleft()
+            if index + PREFETCH < len(jobs):
+                reads.append(reader.submit(read_image, jobs[index + PREFETCH][0]))
+            try:
+                rgb = future.result()
+                alpha = matter.predict(rgb)
+            except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
+                failures[index] = (path, _describe(err))
+                continue
+            if len(writes) >= PREFETCH:
+                finish_write()
+            writes.append(
+                (
+                    index,
+                    writer.submit(
+                        _write_outputs, matter, rgb, alpha, output_dir / stem, background
+                    ),
+                )
+            )
+        while writes:
+            finish_write()
+    return [failures[i] for i in sorted(failures)]
+
+
+def _write_outputs(
+    matter: Matter,
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    out_stem: Path,
+    background: Background | None,
+) -> None:
+    """Write one photo's outputs, each atomically."""
     write_png_atomic(f"{out_stem}_alpha.png", alpha_to_uint8(alpha))
     write_png_atomic(f"{out_stem}_rgba.png", matter.cutout(rgb, alpha))
     if background is not None:
