@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 USAGE = (
     "usage: python predict.py ckpt_path=<published .pth or Lightning .ckpt> "
     "input=<file|folder|glob> output=<folder> [strategy=hybrid|resize] [device=cpu|cuda] "
-    "[precision=32|bf16] [composite='#RRGGBB'|<background image>]"
+    "[precision=32|bf16] [backend=torch|onnxruntime] [composite='#RRGGBB'|<background image>]"
 )
 OUTPUT_KINDS = ("alpha", "rgba", "composite")
 """Suffixes of the files this tool writes; such files in the output folder are not inputs."""
@@ -140,11 +140,12 @@ def _prepare(cfg: DictConfig) -> tuple[Matter, list[Path], Path, Background | No
             precision=cfg.precision,
             max_side=cfg.max_side,
             shorter_side_limit=cfg.shorter_side_limit,
+            backend=cfg.get("backend", "torch"),
         )
         # A bad colour or background image fails now, not once per photo.
         composite = cfg.get("composite")
         background = None if composite is None else parse_background(str(composite))
-    except (ValueError, CheckpointError, ImageReadError) as err:
+    except (ValueError, ImportError, CheckpointError, ImageReadError) as err:
         raise UsageError(str(err)) from None
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,8 @@ def predict(cfg: DictConfig) -> int:
 
     Args:
         cfg: the ``conf/predict.yaml`` keys: ``ckpt_path``, ``input``, ``output``, ``strategy``,
-            ``device``, ``precision``, ``composite``, ``max_side``, ``shorter_side_limit``.
+            ``device``, ``precision``, ``backend``, ``composite``, ``max_side``,
+            ``shorter_side_limit``.
 
     Returns:
         0 if every photo was matted, 1 if any failed, 2 on a usage error.
@@ -177,7 +179,8 @@ def predict(cfg: DictConfig) -> int:
     print(
         f"{done} done, {len(failures)} failed in {seconds:.2f} s "
         f"({seconds / len(inputs):.2f} s/photo, {matter.strategy.value}, "
-        f"precision {matter.precision}, {matter.device}); outputs in {output_dir}"
+        f"precision {matter.precision}, {matter.backend} on {matter.device}); "
+        f"outputs in {output_dir}"
     )
     for path, reason in failures:
         print(f"  failed: {path}: {reason}")
