@@ -79,6 +79,9 @@ class OnnxRuntimeNet:
         if session is None:
             options = self._ort.SessionOptions()
             options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Without these ORT keeps every pass's buffers for the largest size seen.
+            options.enable_cpu_mem_arena = False
+            options.enable_mem_pattern = False
             session = self._ort.InferenceSession(
                 str(self.onnx_path(names)), options, providers=["CPUExecutionProvider"]
             )

@@ -173,7 +173,12 @@ class P3MNet(nn.Module):
         del d1g, e4
         local = None
         if need_local:
-            local = torch.sigmoid(self.decoder_final_l(up(self.decoder0_l(d0l), 0)))
+            full = up(self.decoder0_l(d0l), 0)
+            # The unpooled map is NCHW; with the model's channels-last weight the convolution
+            # would first copy this largest map of the network (64 x H x W) to channels-last.
+            head = self.decoder_final_l
+            local = torch.sigmoid(F.conv2d(full, head.weight.contiguous(), head.bias, padding=1))
+            del full
         del d0l
         fusion = fuse(global_logits, local) if "fusion" in wanted else None
 

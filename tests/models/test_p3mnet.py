@@ -214,7 +214,7 @@ def test_output_selection_skips_unused_layers(golden_checkpoint) -> None:
     ran.clear()
     with torch.inference_mode():
         model(torch.zeros(1, 3, 64, 64), outputs=("local",))
-    assert "decoder0_g" not in ran and "dbfi_0" not in ran and "decoder_final_l" in ran
+    assert "decoder0_g" not in ran and "dbfi_0" not in ran and "decoder0_l" in ran
     with pytest.raises(ValueError, match="unknown P3M-Net outputs"):
         model(torch.zeros(1, 3, 64, 64), outputs=("trimap",))
 
