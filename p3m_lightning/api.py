@@ -22,6 +22,7 @@ than stretched.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ from p3m_lightning.imageio import alpha_to_uint8, pil_to_rgb8, read_image, to_rg
 from p3m_lightning.inference import MAX_SIDE, Strategy, predict_alpha
 from p3m_lightning.models import P3MOutput, load_model
 from p3m_lightning.normalization import normalize
+from p3m_lightning.runtime import BACKENDS, OnnxRuntimeNet
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
 """A photo: an ``(H, W[, C])`` array (see ``imageio.to_rgb8``), a Pillow image or a file path."""
@@ -128,9 +130,9 @@ class _Autocast(nn.Module):
         self.device_type = device_type
         self.dtype = dtype
 
-    def forward(self, image: torch.Tensor) -> P3MOutput:
+    def forward(self, image: torch.Tensor, outputs: Collection[str] | None = None) -> P3MOutput:
         with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.net(image)
+            return self.net(image, outputs=outputs)
 
 
 class Matter:
@@ -147,6 +149,8 @@ class Matter:
         max_side: cap on each side the network sees.
         shorter_side_limit: photos whose shorter side exceeds this are matted at this shorter
             side and the alpha is resized back; ``None`` or 0 matte at full size.
+        backend: ``"torch"``, or ``"onnxruntime"`` (CPU, fp32): the network exported once per
+            checkpoint to a cache folder and run by ONNX Runtime (``p3m_lightning.runtime``).
 
     Raises:
         ValueError: an unknown strategy or precision, or CUDA asked for but not available.
@@ -161,6 +165,7 @@ class Matter:
         precision: str | int = "32",
         max_side: int = MAX_SIDE,
         shorter_side_limit: int | None = SHORTER_SIDE_LIMIT,
+        backend: str = "torch",
     ) -> None:
         try:
             self.strategy = Strategy(strategy)
@@ -179,11 +184,18 @@ class Matter:
             raise ValueError(f"max_side must be at least {MIN_SIDE}, got {max_side}")
         self.max_side = int(max_side)
         self.shorter_side_limit = int(shorter_side_limit) if shorter_side_limit else None
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend != "torch" and (self.device.type != "cpu" or self.precision != "32"):
+            raise ValueError(f"backend {backend!r} runs on device 'cpu' at precision '32' only")
+        self.backend = backend
         self.model = load_model(ckpt_path, map_location=self.device, fuse_bn=True)
         dtype = PRECISIONS[self.precision]
-        self._net = (
+        self._net: Callable[..., P3MOutput] = (
             self.model if dtype == torch.float32 else _Autocast(self.model, self.device.type, dtype)
         )
+        if backend == "onnxruntime":
+            self._net = OnnxRuntimeNet(self.model, ckpt_path)
 
     def _working_size(self, height: int, width: int) -> tuple[int, int]:
         """Size the photo is matted at: the shorter side capped at ``shorter_side_limit``."""

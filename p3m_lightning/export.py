@@ -53,16 +53,23 @@ TRACE_SIZE = (64, 96)
 
 
 class ExportWrapper(nn.Module):
-    """P3M-Net returning a plain tuple ``(fusion, global_logits, local)``, for export."""
+    """P3M-Net returning a plain tuple of the ``outputs`` fields, for export.
 
-    def __init__(self, net: nn.Module) -> None:
+    Args:
+        net: a P3M-Net.
+        outputs: ``P3MOutput`` field names, in the order they are returned; the exported
+            graph computes only these (see ``P3MNet.forward``).
+    """
+
+    def __init__(self, net: nn.Module, outputs: Sequence[str] = OUTPUT_NAMES) -> None:
         super().__init__()
         self.net = net
+        self.outputs = tuple(outputs)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``image``: ``(1, 3, H, W)`` normalised, H and W multiples of 32."""
-        out = self.net(image)
-        return out.fusion, out.global_logits, out.local
+        out = self.net(image, outputs=self.outputs)
+        return tuple(getattr(out, name) for name in self.outputs)
 
 
 @contextmanager
@@ -154,11 +161,23 @@ def _example(model: nn.Module) -> torch.Tensor:
     return torch.randn(1, 3, *TRACE_SIZE, device=device)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    opset: int = 17,
+    outputs: Sequence[str] = OUTPUT_NAMES,
+) -> Path:
     """Write ``model`` (a P3M-Net) as ONNX with dynamic height and width.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no ``onnxscript`` and
     handles the data-dependent unpooling sizes through tracing.
+
+    Args:
+        model: the P3M-Net (BatchNorm folded or not).
+        path: the file to write.
+        opset: ONNX opset, at least ``MIN_OPSET``.
+        outputs: the graph's outputs, by ``P3MOutput`` field name; only what they need is
+            exported.
 
     Returns:
         The written path.
@@ -166,9 +185,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17) -> P
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET}, got {opset}")
     path = Path(path)
-    wrapper = ExportWrapper(model).eval()
+    wrapper = ExportWrapper(model, outputs).eval()
     spatial = {2: "height", 3: "width"}
-    dynamic_axes = {name: spatial for name in ("image", *OUTPUT_NAMES)}
+    dynamic_axes = {name: spatial for name in ("image", *outputs)}
     with (
         _traceable_max_unpool(),
         _onnx_max_unpool(opset),
@@ -181,7 +200,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17) -> P
             str(tmp),
             dynamo=False,
             input_names=["image"],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(outputs),
             dynamic_axes=dynamic_axes,
             opset_version=opset,
         )

@@ -48,9 +48,11 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
-def _forward(model: nn.Module, image: torch.Tensor, size: tuple[int, int]):
-    out = model(resize(image, size))
-    return out.global_logits.float(), out.local.float(), out.fusion.float()
+def _forward(
+    model: nn.Module, image: torch.Tensor, size: tuple[int, int], output: str
+) -> torch.Tensor:
+    """One network pass at ``size`` computing only the ``P3MOutput`` field ``output``."""
+    return getattr(model(resize(image, size), outputs=(output,)), output).float()
 
 
 def predict_alpha(
@@ -62,7 +64,8 @@ def predict_alpha(
     """Alpha of one whole image at its own resolution.
 
     Args:
-        model: a P3M-Net (any encoder) in eval mode.
+        model: a P3M-Net (any encoder) in eval mode, or a wrapper whose ``forward`` takes
+            the same ``outputs=`` selection.
         image: ``(1, 3, H, W)`` ImageNet-normalised, any H, W.
         strategy: ``resize``: one pass at half size, fused alpha resized back (the published
             protocol). ``hybrid``: the trimap from a half-size pass, the local alpha from a
@@ -74,14 +77,18 @@ def predict_alpha(
     """
     strategy = Strategy(strategy)
     h, w = image.shape[-2:]
-    global_logits, _, fusion = _forward(model, image, network_size(h, w, 0.5, max_side))
+    half = network_size(h, w, 0.5, max_side)
     if strategy is Strategy.RESIZE:
+        fusion = _forward(model, image, half, "fusion")
         return resize(fusion, (h, w))[0, 0].clamp(0.0, 1.0)
+    # Each pass computes only what it contributes: the trimap at half size, the local alpha
+    # at full size (P3MNet skips the rest of its decoders).
+    global_logits = _forward(model, image, half, "global_logits")
     # The reference resizes the 0/128/255 trimap bilinearly; in-between values near class
     # borders fall back to the local alpha.
     trimap = resize(global_logits.argmax(dim=1, keepdim=True).float() * 127.5, (h, w))
+    del global_logits
     trimap = torch.where(trimap > 254.999, 255.0, torch.where(trimap < 0.001, 0.0, trimap))
-    _, local, _ = _forward(model, image, network_size(h, w, 1.0, max_side))
-    local = resize(local, (h, w))
+    local = resize(_forward(model, image, network_size(h, w, 1.0, max_side), "local"), (h, w))
     known = (trimap == 0.0) | (trimap == 255.0)
     return torch.where(known, trimap / 255.0, local)[0, 0].clamp(0.0, 1.0)

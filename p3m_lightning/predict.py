@@ -23,8 +23,9 @@ from __future__ import annotations
 import glob
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,12 +41,14 @@ from p3m_lightning.imageio import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from p3m_lightning.api import Background, Matter
 
 USAGE = (
     "usage: python predict.py ckpt_path=<published .pth or Lightning .ckpt> "
     "input=<file|folder|glob> output=<folder> [strategy=hybrid|resize] [device=cpu|cuda] "
-    "[precision=32|bf16] [composite='#RRGGBB'|<background image>]"
+    "[precision=32|bf16] [backend=torch|onnxruntime] [composite='#RRGGBB'|<background image>]"
 )
 OUTPUT_KINDS = ("alpha", "rgba", "composite")
 """Suffixes of the files this tool writes; such files in the output folder are not inputs."""
@@ -137,11 +140,12 @@ def _prepare(cfg: DictConfig) -> tuple[Matter, list[Path], Path, Background | No
             precision=cfg.precision,
             max_side=cfg.max_side,
             shorter_side_limit=cfg.shorter_side_limit,
+            backend=cfg.get("backend", "torch"),
         )
         # A bad colour or background image fails now, not once per photo.
         composite = cfg.get("composite")
         background = None if composite is None else parse_background(str(composite))
-    except (ValueError, CheckpointError, ImageReadError) as err:
+    except (ValueError, ImportError, CheckpointError, ImageReadError) as err:
         raise UsageError(str(err)) from None
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +159,8 @@ def predict(cfg: DictConfig) -> int:
 
     Args:
         cfg: the ``conf/predict.yaml`` keys: ``ckpt_path``, ``input``, ``output``, ``strategy``,
-            ``device``, ``precision``, ``composite``, ``max_side``, ``shorter_side_limit``.
+            ``device``, ``precision``, ``backend``, ``composite``, ``max_side``,
+            ``shorter_side_limit``.
 
     Returns:
         0 if every photo was matted, 1 if any failed, 2 on a usage error.
@@ -166,34 +171,90 @@ def predict(cfg: DictConfig) -> int:
         print(f"predict: {err}", file=sys.stderr)
         return EXIT_USAGE
 
-    failures: list[tuple[Path, str]] = []
     start = time.perf_counter()
-    for path, stem in tqdm(
-        list(zip(inputs, output_stems(inputs), strict=True)), desc="matting", unit="photo"
-    ):
-        try:
-            _matte_one(matter, path, output_dir / stem, background)
-        except ImageReadError as err:
-            failures.append((path, err.reason))
-        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
-            failures.append((path, f"{type(err).__name__}: {err}"))
+    failures = _matte_all(matter, inputs, output_dir, background)
     seconds = time.perf_counter() - start
 
     done = len(inputs) - len(failures)
     print(
         f"{done} done, {len(failures)} failed in {seconds:.2f} s "
         f"({seconds / len(inputs):.2f} s/photo, {matter.strategy.value}, "
-        f"precision {matter.precision}, {matter.device}); outputs in {output_dir}"
+        f"precision {matter.precision}, {matter.backend} on {matter.device}); "
+        f"outputs in {output_dir}"
     )
     for path, reason in failures:
         print(f"  failed: {path}: {reason}")
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _matte_one(matter: Matter, path: Path, out_stem: Path, background: Background | None) -> None:
-    """Read, matte and write one photo; every output is written atomically."""
-    rgb = read_image(path)
-    alpha = matter.predict(rgb)
+PREFETCH = 2
+"""Photos decoded ahead of the network, and outputs queued for writing: bounds the memory."""
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, ImageReadError):
+        return err.reason
+    return f"{type(err).__name__}: {err}"
+
+
+def _matte_all(
+    matter: Matter, inputs: list[Path], output_dir: Path, background: Background | None
+) -> list[tuple[Path, str]]:
+    """Matte every photo with the one loaded model; returns the failures (path, reason).
+
+    A reader thread decodes the next photos and a writer thread encodes and writes the finished
+    ones while the network runs (image codecs and PyTorch release the GIL). Each photo's
+    outputs are those of matting it alone.
+    """
+    jobs = list(zip(inputs, output_stems(inputs), strict=True))
+    failures: dict[int, tuple[Path, str]] = {}
+    writes: deque[tuple[int, Future[None]]] = deque()
+
+    def finish_write() -> None:
+        index, future = writes.popleft()
+        try:
+            future.result()
+        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
+            failures[index] = (jobs[index][0], _describe(err))
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+    ):
+        reads = deque(reader.submit(read_image, path) for path, _ in jobs[:PREFETCH])
+        for index, (path, stem) in enumerate(tqdm(jobs, desc="matting", unit="photo")):
+            future = reads.popleft()
+            if index + PREFETCH < len(jobs):
+                reads.append(reader.submit(read_image, jobs[index + PREFETCH][0]))
+            try:
+                rgb = future.result()
+                alpha = matter.predict(rgb)
+            except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
+                failures[index] = (path, _describe(err))
+                continue
+            if len(writes) >= PREFETCH:
+                finish_write()
+            writes.append(
+                (
+                    index,
+                    writer.submit(
+                        _write_outputs, matter, rgb, alpha, output_dir / stem, background
+                    ),
+                )
+            )
+        while writes:
+            finish_write()
+    return [failures[i] for i in sorted(failures)]
+
+
+def _write_outputs(
+    matter: Matter,
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    out_stem: Path,
+    background: Background | None,
+) -> None:
+    """Write one photo's outputs, each atomically."""
     write_png_atomic(f"{out_stem}_alpha.png", alpha_to_uint8(alpha))
     write_png_atomic(f"{out_stem}_rgba.png", matter.cutout(rgb, alpha))
     if background is not None:

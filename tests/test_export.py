@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -78,3 +79,39 @@ def test_usage_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "colour" in capsys.readouterr().err
     assert main([f"ckpt_path={tmp_path / 'missing.pth'}"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", ["resize", "hybrid"])
+def test_onnxruntime_backend_matches_torch_and_exports_once(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    from p3m_lightning import export as export_module
+    from p3m_lightning.api import Matter
+
+    monkeypatch.setenv("P3M_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(3)
+    rgb = cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (96, 72))
+    expected = Matter(ckpt, strategy=strategy).predict(rgb)
+    alpha = Matter(ckpt, strategy=strategy, backend="onnxruntime").predict(rgb)
+    assert alpha.shape == expected.shape == (72, 96)
+    assert np.abs(alpha - expected).max() <= 1e-4
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.onnx"))
+    assert cached == (
+        ["fusion.onnx"] if strategy == "resize" else ["global_logits.onnx", "local.onnx"]
+    )
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again despite the cache")
+
+    monkeypatch.setattr(export_module, "export_onnx", no_export)
+    again = Matter(ckpt, strategy=strategy, backend="onnxruntime").predict(rgb)
+    np.testing.assert_array_equal(again, alpha)
+
+
+def test_onnxruntime_backend_refuses_bf16(ckpt: Path) -> None:
+    from p3m_lightning.api import Matter
+
+    with pytest.raises(ValueError, match="precision '32' only"):
+        Matter(ckpt, backend="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="unknown backend"):
+        Matter(ckpt, backend="tensorrt")

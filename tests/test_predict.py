@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from p3m_lightning.imageio import alpha_to_uint8, read_image
 from p3m_lightning.predict import find_inputs, output_stems, predict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +183,24 @@ def test_predict_bad_config(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_output_stems_tell_apart_shared_stems() -> None:
     paths = [Path("x/a.jpg"), Path("x/a.PNG"), Path("x/b.jpg"), Path("y/a.jpg")]
     assert output_stems(paths) == ["a_jpg", "a_png", "b", "a_jpg_2"]
+
+
+def test_folder_batch_equals_matting_each_photo_alone(ckpt: Path, tmp_path: Path) -> None:
+    from p3m_lightning.api import Matter
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (h, w) in enumerate([(40, 48), (64, 36), (33, 70), (50, 50), (72, 40)]):
+        Image.fromarray(_photo(h, w, 20 + i)).save(photos / f"p{i}.png")
+    (photos / "p2_broken.jpg").write_bytes(b"\xff\xd8\xff")  # in the middle of the batch
+    out = tmp_path / "out"
+    assert predict(_cfg(ckpt_path=str(ckpt), input=str(photos), output=str(out))) == 1
+    matter = Matter(ckpt)
+    for i in range(5):
+        rgb = read_image(photos / f"p{i}.png")
+        alpha = matter.predict(rgb)
+        written = np.asarray(Image.open(out / f"p{i}_alpha.png"))
+        np.testing.assert_array_equal(written, alpha_to_uint8(alpha))
+        rgba = np.asarray(Image.open(out / f"p{i}_rgba.png"))
+        np.testing.assert_array_equal(rgba, matter.cutout(rgb, alpha))
+    assert not (out / "p2_broken_alpha.png").exists()

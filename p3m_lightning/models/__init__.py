@@ -9,9 +9,10 @@ from p3m_lightning.models.checkpoint import (
     to_published,
 )
 from p3m_lightning.models.encoders import ResNet34MP, TimmEncoder, build_encoder
-from p3m_lightning.models.p3mnet import P3MNet, P3MOutput, build_p3mnet, fuse
+from p3m_lightning.models.p3mnet import OUTPUTS, P3MNet, P3MOutput, build_p3mnet, fuse
 
 __all__ = [
+    "OUTPUTS",
     "CheckpointError",
     "P3MNet",
     "P3MOutput",

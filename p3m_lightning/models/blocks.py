@@ -127,9 +127,12 @@ class DBFI(nn.Module):
         self.conv2 = conv3x3(planes, 3)
 
     def forward(
-        self, semantic: torch.Tensor, e4: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the refined semantic feature (like ``semantic``) and ``(B, 3, H, W)`` logits."""
+        self, semantic: torch.Tensor, e4: torch.Tensor, side: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the refined semantic feature (like ``semantic``) and ``(B, 3, H, W)`` logits.
+
+        With ``side=False`` the side head is skipped and ``None`` is returned in its place.
+        """
         e4_up = F.interpolate(
             self.transform2(e4),
             scale_factor=float(self.stride),
@@ -138,10 +141,12 @@ class DBFI(nn.Module):
         )
         x = torch.cat((self.transform1(semantic), e4_up), dim=1)
         out = self.relu(self.bn1(self.conv1(x))) + semantic
-        side = F.interpolate(
+        if not side:
+            return out, None
+        logits = F.interpolate(
             self.conv2(out),
             scale_factor=float(self.side_scale),
             mode="bilinear",
             align_corners=False,
         )
-        return out, side
+        return out, logits

@@ -23,6 +23,36 @@ from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 STRIDES = (1, 2, 4, 8, 16, 32)
 
 
+class BasicBlock(nn.Module):
+    """ResNet's two-conv residual block, stride 1 (``MaxPool2d`` does the downsampling here).
+
+    Same computation and state-dict names (``conv1``, ``bn1``, ``conv2``, ``bn2``,
+    ``downsample.0``/``.1``) as torchvision's ``BasicBlock``, so torchvision ResNet-34 weights
+    load as they are, without importing torchvision (seconds) on every start.
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        downsample: the shortcut's ``1x1 conv -> BN`` when ``in_ch != out_ch``, else ``None``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_ch, H, W)`` -> ``(B, out_ch, H, W)``."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
 class ResNet34MP(nn.Module):
     """The published ResNet-34 with max-pool downsampling (every pool remembers its indices).
 
@@ -62,15 +92,12 @@ class ResNet34MP(nn.Module):
 
     @staticmethod
     def _make_layer(in_ch: int, out_ch: int, blocks: int) -> nn.Sequential:
-        # Imported here: torchvision takes seconds to import, too long for every CLI start.
-        from torchvision.models.resnet import BasicBlock
-
         downsample = None
         if in_ch != out_ch:
             downsample = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)
             )
-        layers = [BasicBlock(in_ch, out_ch, 1, downsample)]
+        layers = [BasicBlock(in_ch, out_ch, downsample)]
         layers += [BasicBlock(out_ch, out_ch) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 

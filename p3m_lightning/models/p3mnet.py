@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 import torch
@@ -15,6 +16,8 @@ from p3m_lightning.models.encoders import ResNet34MP, build_encoder
 class P3MOutput(NamedTuple):
     """What P3M-Net predicts for a batch of ``(B, 3, H, W)`` images.
 
+    A field is ``None`` when ``P3MNet.forward`` was asked for other outputs only.
+
     Attributes:
         global_logits: ``(B, 3, H, W)`` raw logits of the semantic decoder (0 background,
             1 transition, 2 foreground).
@@ -26,12 +29,16 @@ class P3MOutput(NamedTuple):
         side0: ``(B, 3, H, W)`` logits of the dBFI side head at stride 2.
     """
 
-    global_logits: torch.Tensor
-    local: torch.Tensor
-    fusion: torch.Tensor
-    side2: torch.Tensor
-    side1: torch.Tensor
-    side0: torch.Tensor
+    global_logits: torch.Tensor | None
+    local: torch.Tensor | None
+    fusion: torch.Tensor | None
+    side2: torch.Tensor | None
+    side1: torch.Tensor | None
+    side0: torch.Tensor | None
+
+
+OUTPUTS = P3MOutput._fields
+"""Names ``P3MNet.forward(image, outputs=...)`` accepts."""
 
 
 def fuse(global_logits: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
@@ -94,15 +101,32 @@ class P3MNet(nn.Module):
         self.decoder0_l = decoder_stage([c2, c2, c1], upsample=False)
         self.decoder_final_l = nn.Conv2d(c1, 1, 3, padding=1)
 
-    def forward(self, image: torch.Tensor) -> P3MOutput:
+    def forward(self, image: torch.Tensor, outputs: Collection[str] | None = None) -> P3MOutput:
         """Predict trimap logits and alpha.
 
         Args:
             image: ``(B, 3, H, W)`` ImageNet-normalised RGB; H and W multiples of 32.
+            outputs: the ``P3MOutput`` fields to compute (``OUTPUTS``); ``None`` for all.
+                Only the layers these need run; the others' fields are ``None``. The
+                matting decoder reads the semantic decoder's features up to stride 2, so
+                ``("local",)`` still runs it there but skips its last stage (full size) and
+                every side head; ``("global_logits",)`` skips the whole matting decoder.
+                Requested fields equal those of a full forward.
 
         Returns:
-            A ``P3MOutput``; every map has the input's height and width.
+            A ``P3MOutput``; every computed map has the input's height and width.
+
+        Raises:
+            ValueError: an unknown output name, or H/W not multiples of 32.
         """
+        wanted = set(OUTPUTS if outputs is None else outputs)
+        unknown = wanted - set(OUTPUTS)
+        if unknown or not wanted:
+            raise ValueError(
+                f"unknown P3M-Net outputs {sorted(unknown)}; choose from {', '.join(OUTPUTS)}"
+            )
+        need_global = bool(wanted & {"global_logits", "fusion"})
+        need_local = bool(wanted & {"local", "fusion"})
         check_input_size(image.shape[-2], image.shape[-1])
         features, indices = self.encoder(image)
         e0, e0p, e1, e2, e3, e4 = features
@@ -117,31 +141,58 @@ class P3MNet(nn.Module):
 
         # The two decoders advance level by level and each map is freed after its last use,
         # which bounds the memory of large inputs; the computation is the published one.
+        # Semantic stages 4..1 feed the matting decoder's TFIs and so always run.
         d4g = self.decoder4_g(e4)
-        d3l = self.tfi_3(d4g, up(self.decoder4_l(e4), 4), e3)
+        d3l = self.tfi_3(d4g, up(self.decoder4_l(e4), 4), e3) if need_local else None
         del e3
         d3g = self.decoder3_g(d4g)
         del d4g
-        d2l = self.sbfi_2(self.tfi_2(d3g, up(self.decoder3_l(d3l), 3), e2), e0)
+        d2l = None
+        if need_local:
+            d2l = self.sbfi_2(self.tfi_2(d3g, up(self.decoder3_l(d3l), 3), e2), e0)
         del d3l, e2
-        d2g, side2 = self.dbfi_2(d3g, e4)
+        d2g, side2 = self.dbfi_2(d3g, e4, side="side2" in wanted)
         del d3g
         d2g = self.decoder2_g(d2g)
-        d1l = self.sbfi_1(self.tfi_1(d2g, up(self.decoder2_l(d2l), 2), e1), e0)
+        d1l = None
+        if need_local:
+            d1l = self.sbfi_1(self.tfi_1(d2g, up(self.decoder2_l(d2l), 2), e1), e0)
         del d2l, e1
-        d1g, side1 = self.dbfi_1(d2g, e4)
+        d1g, side1 = self.dbfi_1(d2g, e4, side="side1" in wanted)
         del d2g
         d1g = self.decoder1_g(d1g)
-        d0l = self.sbfi_0(self.tfi_0(d1g, up(self.decoder1_l(d1l), 1), e0p), e0)
+        d0l = None
+        if need_local:
+            d0l = self.sbfi_0(self.tfi_0(d1g, up(self.decoder1_l(d1l), 1), e0p), e0)
         del d1l, e0p, e0
-        d0g, side0 = self.dbfi_0(d1g, e4)
+        global_logits = side0 = None
+        if need_global or "side0" in wanted:
+            d0g, side0 = self.dbfi_0(d1g, e4, side="side0" in wanted)
+            global_logits = self.decoder0_g(d0g) if need_global else None
+            del d0g
         del d1g, e4
-        global_logits = self.decoder0_g(d0g)
-        del d0g
-        local = torch.sigmoid(self.decoder_final_l(up(self.decoder0_l(d0l), 0)))
+        local = None
+        if need_local:
+            full = up(self.decoder0_l(d0l), 0)
+            # The unpooled map is NCHW; with the model's channels-last weight the convolution
+            # would first copy this largest map of the network (64 x H x W) to channels-last.
+            head = self.decoder_final_l
+            local = torch.sigmoid(F.conv2d(full, head.weight.contiguous(), head.bias, padding=1))
+            del full
         del d0l
+        fusion = fuse(global_logits, local) if "fusion" in wanted else None
 
-        return P3MOutput(global_logits, local, fuse(global_logits, local), side2, side1, side0)
+        def kept(name: str, value: torch.Tensor | None) -> torch.Tensor | None:
+            return value if name in wanted else None
+
+        return P3MOutput(
+            kept("global_logits", global_logits),
+            kept("local", local),
+            fusion,
+            side2,
+            side1,
+            side0,
+        )
 
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture (``build_p3mnet``)."""

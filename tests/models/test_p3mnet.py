@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from p3m_lightning.models import P3MNet, P3MOutput, ResNet34MP, TimmEncoder, load_model
 from tests.conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FIELDS = {
     "global": "global_logits",
@@ -178,3 +184,51 @@ def test_fusing_timm_encoder_keeps_outputs() -> None:
         expected = model(x).global_logits
         fused = fuse_conv_bn(model)(x).global_logits
     torch.testing.assert_close(fused, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [("fusion",), ("global_logits",), ("local",), ("side1", "local"), ("side0",)],
+)
+def test_output_selection_equals_full_forward(golden_outputs, golden_checkpoint, outputs) -> None:
+    ref, full = golden_outputs
+    model = load_model(golden_checkpoint)
+    with torch.inference_mode():
+        part = model(torch.from_numpy(ref["input"]), outputs=outputs)
+    assert isinstance(part, P3MOutput)
+    for name in P3MOutput._fields:
+        if name in outputs:
+            torch.testing.assert_close(getattr(part, name), getattr(full, name), rtol=0, atol=0)
+        else:
+            assert getattr(part, name) is None, name
+
+
+def test_output_selection_skips_unused_layers(golden_checkpoint) -> None:
+    model = load_model(golden_checkpoint)
+    ran: set[str] = set()
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, a, o, name=name: ran.add(name))
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, 64, 64), outputs=("global_logits",))
+    assert not any(n.endswith("_l") or n.startswith(("tfi", "sbfi")) for n in ran), ran
+    ran.clear()
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, 64, 64), outputs=("local",))
+    assert "decoder0_g" not in ran and "dbfi_0" not in ran and "decoder0_l" in ran
+    with pytest.raises(ValueError, match="unknown P3M-Net outputs"):
+        model(torch.zeros(1, 3, 64, 64), outputs=("trimap",))
+
+
+def test_inference_path_imports_no_heavy_packages() -> None:
+    code = (
+        "import sys\n"
+        "import p3m_lightning.api, p3m_lightning.inference, p3m_lightning.imageio\n"
+        "from p3m_lightning.models import P3MNet, ResNet34MP\n"
+        "ResNet34MP(); P3MNet()\n"
+        "heavy = ('torchvision', 'pytorch_lightning', 'lightning', 'wandb', 'timm')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == "[]", out
