@@ -29,13 +29,15 @@ def network_size(
 ) -> tuple[int, int]:
     """Size the network sees: ``ratio`` of the image, rounded down to 32, capped at ``max_side``.
 
-    Images too small for one 32-pixel step at this ratio get 32 rather than the reference's
-    crash on a zero size.
+    The cap is itself rounded down to a multiple of 32 (the network needs one), so
+    ``max_side=1000`` caps at 992. Images too small for one 32-pixel step at this ratio get 32
+    rather than the reference's crash on a zero size.
     """
+    cap = max(32, max_side - max_side % 32)
 
     def side(n: int) -> int:
         scaled = int(n * ratio)
-        return max(32, min(max_side, scaled - scaled % 32))
+        return max(32, min(cap, scaled - scaled % 32))
 
     return side(height), side(width)
 

@@ -1,0 +1,61 @@
+"""The test strategies by value: a stub network with known outputs, and the size rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from p3m_lightning.inference import network_size, predict_alpha
+from p3m_lightning.models import P3MOutput
+
+
+class _Stub(torch.nn.Module):
+    """Known outputs: the trimap classes 0 | 1 | 2 in three vertical bands, local alpha 0.3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, image: torch.Tensor, outputs=None) -> P3MOutput:
+        b, _, h, w = image.shape
+        self.sizes.append((h, w))
+        column = torch.arange(w).view(1, 1, 1, w).expand(b, 1, h, w)
+        classes = (column >= w // 3).long() + (column >= 2 * w // 3).long()
+        logits = torch.nn.functional.one_hot(classes[:, 0], 3).permute(0, 3, 1, 2).float() * 5
+        local = torch.full((b, 1, h, w), 0.3)
+        fusion = local * (classes == 1) + (classes == 2).float()
+        return P3MOutput(logits, local, fusion, None, None, None)
+
+
+def test_hybrid_takes_the_local_alpha_where_the_trimap_is_unknown() -> None:
+    stub = _Stub()
+    alpha = predict_alpha(stub, torch.zeros(1, 3, 192, 192), "hybrid")
+    assert stub.sizes == [(96, 96), (192, 192)]  # the trimap at half size, local at full size
+    # Well inside each band: background 0, foreground 1, transition the local alpha.
+    assert torch.all(alpha[:, :55] == 0.0)
+    assert torch.allclose(alpha[:, 70:122], torch.tensor(0.3))
+    assert torch.all(alpha[:, 137:] == 1.0)
+    # Between bands the resized trimap holds in-between values: the local alpha is used there.
+    values = torch.unique(alpha)
+    assert all(v in (0.0, 1.0) or abs(v - 0.3) < 1e-6 for v in values.tolist()), values
+
+
+def test_resize_returns_the_fusion_resized_back() -> None:
+    alpha = predict_alpha(_Stub(), torch.zeros(1, 3, 192, 192), "resize")
+    assert alpha.shape == (192, 192)
+    assert torch.all(alpha[:, :55] == 0.0) and torch.all(alpha[:, 137:] == 1.0)
+    assert torch.allclose(alpha[:, 70:122], torch.tensor(0.3))
+
+
+@pytest.mark.parametrize(
+    ("size", "ratio", "max_side", "expected"),
+    [
+        ((1080, 1920), 0.5, 1600, (512, 960)),  # halved, rounded down to 32
+        ((1080, 1920), 1.0, 1600, (1056, 1600)),  # the 1600 cap
+        ((4000, 3000), 1.0, 1000, (992, 992)),  # a cap that is not a multiple of 32
+        ((20, 50), 0.5, 1600, (32, 32)),  # never below one 32-pixel step
+        ((95, 64), 1.0, 40, (32, 32)),
+    ],
+)
+def test_network_size_rules(size, ratio, max_side, expected) -> None:
+    assert network_size(*size, ratio, max_side) == expected
