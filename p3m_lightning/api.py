@@ -9,7 +9,7 @@ Example::
     rgba = matter.cutout("photo.jpg", alpha)  # (H, W, 4) uint8, colour premultiplied
     on_white = matter.composite("photo.jpg", alpha, "#ffffff")
 
-Each photo goes through the test strategies of ``p3m_lightning.inference`` (P3M_SPEC §5) with
+Each photo goes through the test strategies of ``p3m_lightning.inference`` (docs/p3m-net.md §6) with
 the reference's handling of sample photos: a photo whose shorter side exceeds 1080 pixels is
 first resized to a 1080-pixel shorter side, and the alpha is resized back to the photo's size.
 This also bounds memory: a 6000x4000 photo costs no more network memory than a 1620x1080 one.
@@ -237,7 +237,7 @@ class Matter:
 
     @staticmethod
     def cutout(image: ImageLike, alpha: np.ndarray) -> np.ndarray:
-        """RGBA cut-out: colour premultiplied by alpha, as the reference writes it (P3M_SPEC §5).
+        """RGBA cut-out: colour premultiplied by alpha, as the reference writes it (docs/p3m-net.md §6).
 
         Args:
             image: the photo ``alpha`` was predicted for.

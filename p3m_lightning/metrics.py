@@ -1,7 +1,7 @@
 """Matting metrics of the P3M-10k benchmark: SAD, MSE, MAD, their trimap variants, Grad, Conn.
 
 The numbers are those of the published evaluation (``core/evaluate.py`` of the P3M release,
-``docs/P3M_SPEC.md`` section 6), float quirks included, so results compare with the published
+``docs/p3m-net.md`` §7), float quirks included, so results compare with the published
 tables. The code is a fast rewrite of it: the published Conn spends most of its time in skimage
 labelling and in a distance transform whose result it never uses, and Grad in scipy filters.
 Here Conn labels with OpenCV inside shrinking bounding boxes, Grad filters with OpenCV, and the

@@ -3,7 +3,7 @@
 For every input photo ``<stem>.<ext>`` it writes, into the output folder:
 
 - ``<stem>_alpha.png``: the 8-bit alpha matte;
-- ``<stem>_rgba.png``: the RGBA cut-out, colour premultiplied by alpha (P3M_SPEC §5);
+- ``<stem>_rgba.png``: the RGBA cut-out, colour premultiplied by alpha (docs/p3m-net.md §6);
 - ``<stem>_composite.png``: only with ``composite=<colour or image>``.
 
 Photos sharing a stem (``a.jpg`` and ``a.png``) are told apart by their suffix

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from p3m_lightning.data.p3m10k import P3MTrainDataset, Sample, read_mask, read_rgb, verify_split
 
 HEIGHT, WIDTH = 1620, 1080
-"""A typical P3M-10k portrait (P3M_SPEC §2: ~1080 px on the short side)."""
+"""A typical P3M-10k portrait (docs/p3m-net.md §2: ~1080 px on the short side)."""
 TRAIN_FOLDERS = ("blurred_image", "mask", "fg", "bg")
 
 

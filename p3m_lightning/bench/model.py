@@ -13,7 +13,7 @@ import torch
 from p3m_lightning.models import P3MNet, load_model, save_published
 
 GFLOP_PER_512 = 117.3
-"""Multiply-adds counted as 2, per 512x512 image (P3M_SPEC §3)."""
+"""Multiply-adds counted as 2, per 512x512 image (docs/p3m-net.md §3)."""
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

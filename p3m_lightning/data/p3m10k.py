@@ -1,4 +1,4 @@
-"""P3M-10k datasets: training crops and whole-image evaluation samples (P3M_SPEC §2, §4).
+"""P3M-10k datasets: training crops and whole-image evaluation samples (docs/p3m-net.md §2, §5).
 
 Expected tree (one stem per sample across the folders of a split; images ``.jpg``, maps ``.png``,
 either suffix accepted)::
@@ -288,7 +288,7 @@ def _limit_opencv_threads() -> None:
 
 
 class P3MTrainDataset(Dataset):
-    """P3M-10k training samples: random crops resized to ``size x size`` (P3M_SPEC §4).
+    """P3M-10k training samples: random crops resized to ``size x size`` (docs/p3m-net.md §5).
 
     Each sample's randomness comes from ``numpy.random.default_rng([seed, index, epoch])``, so a
     sample depends only on those three numbers, whichever worker loads it. The epoch lives in

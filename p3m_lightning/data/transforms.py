@@ -39,7 +39,7 @@ MAP_KEYS = ("image", "alpha", "trimap", "fg", "bg")
 
 
 class P3MTrainTransform:
-    """Random trimap kernel, crop, flip and resize of one training sample (P3M_SPEC §4).
+    """Random trimap kernel, crop, flip and resize of one training sample (docs/p3m-net.md §5).
 
     The reference draws the crop side c from ``crop_sizes`` and uses 512 whenever
     ``c >= min(h, w)``. That rule is kept in a general form: a side that does not fit falls back
