@@ -237,7 +237,8 @@ class Matter:
 
     @staticmethod
     def cutout(image: ImageLike, alpha: np.ndarray) -> np.ndarray:
-        """RGBA cut-out: colour premultiplied by alpha, as the reference writes it (docs/p3m-net.md §6).
+        """RGBA cut-out: colour premultiplied by alpha, as the reference writes it (§6 of
+        docs/p3m-net.md).
 
         Args:
             image: the photo ``alpha`` was predicted for.

@@ -1,9 +1,9 @@
 """Estimate the foreground F and background B of every P3M-10k training image.
 
 The composition loss needs F and B per training image, and the P3M-10k release ships neither
-(docs/p3m-net.md §2). This tool estimates both from the image and its matte with multi-level foreground
-estimation (Germer et al. 2020, ``pymatting.estimate_foreground_ml``) and writes them as 8-bit RGB
-PNGs next to the images::
+(docs/p3m-net.md §2). This tool estimates both from the image and its matte with multi-level
+foreground estimation (Germer et al. 2020, ``pymatting.estimate_foreground_ml``) and writes them
+as 8-bit RGB PNGs next to the images::
 
     python -m p3m_lightning.data.prepare_fgbg <root> [--workers N] [--image-dir blurred_image]
 
