@@ -59,6 +59,19 @@ def tiny(tmp: Path, data_root: Path, *extra: str) -> DictConfig:
     return compose_cfg(tmp, overrides, data_root)
 
 
+def assert_equals_single_process_test(result: dict, single: DictConfig) -> None:
+    """A DDP run's test metrics equal one process testing its last checkpoint on ``single``."""
+    task = instantiate(single.model)
+    task.net.load_state_dict(load_model(result["last_checkpoint"]).state_dict())
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    metrics: dict[str, float] = {}
+    for per_set in trainer.test(task, datamodule=instantiate(single.data), verbose=False):
+        metrics.update(per_set)
+    assert metrics.keys() == result["after"].keys()
+    for key, value in metrics.items():
+        assert result["after"][key] == pytest.approx(value, rel=1e-5), key
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synthetic") / "p3m10k"
@@ -192,15 +205,7 @@ def test_ddp_sim_metrics_equal_single_process_evaluation(tmp_path, data_root) ->
     # The same checkpoint evaluated in one process over the same (odd number of) images.
     single = tiny(tmp_path / "single", data_root)
     assert single.data.synthetic.n_val % 2 == 1, "an odd count catches padding samplers"
-    task = instantiate(single.model)
-    task.net.load_state_dict(load_model(result["last_checkpoint"]).state_dict())
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    metrics: dict[str, float] = {}
-    for per_set in trainer.test(task, datamodule=instantiate(single.data), verbose=False):
-        metrics.update(per_set)
-    assert metrics.keys() == result["after"].keys()
-    for key, value in metrics.items():
-        assert result["after"][key] == pytest.approx(value, rel=1e-5), key
+    assert_equals_single_process_test(result, single)
 
 
 @pytest.mark.slow
@@ -300,15 +305,6 @@ def test_multirun_jobs_each_run_as_real_ddp(tmp_path, data_root) -> None:
     for job in jobs:
         # Each job's second rank ran that job (its own log), not the whole sweep again.
         assert (job / "train_ddp_process_1.log").is_file()
-        result = json.loads((job / "metrics.json").read_text())
-        task = instantiate(single.model)
-        task.net.load_state_dict(load_model(result["last_checkpoint"]).state_dict())
-        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-        metrics: dict[str, float] = {}
-        for per_set in trainer.test(task, datamodule=instantiate(single.data), verbose=False):
-            metrics.update(per_set)
-        assert metrics.keys() == result["after"].keys()
-        for key, value in metrics.items():
-            assert result["after"][key] == pytest.approx(value, rel=1e-5), (job.name, key)
+        assert_equals_single_process_test(json.loads((job / "metrics.json").read_text()), single)
     seeds = [json.loads((j / "metrics.json").read_text())["seed"] for j in jobs]
     assert seeds == [1, 2]
