@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-SECTIONS = ("model", "metrics", "data", "predict")
+SECTIONS = ("model", "methods", "metrics", "data", "predict")
 
 
 def main() -> None:
