@@ -21,6 +21,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "P3M-Net (Swin-T)": ("p3m_lightning.models.p3m_journal:P3MJournalNet", {"backbone": "swin_t"}),
     "GFM (ResNet-34, TT)": ("p3m_lightning.models.gfm:GFMNet", {}),
     "MODNet": ("p3m_lightning.models.modnet:MODNet", {}),
+    "SHM": ("p3m_lightning.models.shm:SHMNet", {}),
     "DIM": ("p3m_lightning.models.dim:DIMNet", {}),
     "AlphaGAN (generator)": ("p3m_lightning.models.alphagan:AlphaGANGenerator", {}),
     "GCA": ("p3m_lightning.models.gca:GCANet", {}),

@@ -34,6 +34,7 @@ def test_round_trip_and_rebuild() -> None:
     assert torch.equal(net(x)["alpha"], other(x)["alpha"])
 
 
+@pytest.mark.slow
 def test_adam_steps_lower_loss() -> None:
     net, loss_fn = _small(), SHMLoss()
     g = torch.Generator().manual_seed(1)
