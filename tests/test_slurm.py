@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OVERRIDES = [
@@ -82,6 +83,9 @@ def test_lightning_takes_its_ranks_from_slurm(tmp_path, monkeypatch: pytest.Monk
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # The DDP strategy sets the process-wide rank_zero_only.rank to its global rank (5 here);
+    # it must not outlive this test (a later logger would think it is not rank zero).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "train",
