@@ -10,6 +10,19 @@ from torch import nn
 from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
 
+class Mlp(nn.Module):
+    """``fc1 -> GELU -> fc2`` on tokens (dropout 0 in the released configurations)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class StemPool(nn.Module):
     """Convolutional stem with two unpoolable 2x2 max-pools (stride 4 in all).
 

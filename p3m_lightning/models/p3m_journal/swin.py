@@ -23,6 +23,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from p3m_lightning.models.p3m_journal.common import (
+    Mlp,
     StemPool,
     TokenMerge,
     imagenet_backbone_state,
@@ -108,19 +109,6 @@ class WindowAttention(nn.Module):
             extra = extra.unsqueeze(0).expand(bw // nw, -1, -1, -1, -1).reshape(bw, -1, n, n)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=extra)
         return self.proj(y.transpose(1, 2).reshape(bw, n, c))
-
-
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> fc2``."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):

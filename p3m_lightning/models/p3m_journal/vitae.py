@@ -24,6 +24,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from p3m_lightning.models.p3m_journal.common import (
+    Mlp,
     StemPool,
     TokenMerge,
     imagenet_backbone_state,
@@ -41,19 +42,6 @@ VITAE_S: dict[str, Any] = {
 }
 # Seed of the performer's random features (see ``PerformerAttention``).
 PERFORMER_SEED = 0
-
-
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> fc2`` on tokens (dropout 0 in the released configuration)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Attention(nn.Module):
