@@ -68,3 +68,32 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"
     save_published(P3MNet(), path)
     return path
+
+
+def _adam_losses(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    steps: int,
+    lr: float = 1e-3,
+) -> list[float]:
+    """The loss before each of ``steps`` Adam steps on one fixed batch.
+
+    The model takes the batch keys its ``inputs`` names (``("image",)`` when it names none).
+    """
+    inputs = [batch[key] for key in getattr(model, "inputs", ("image",))]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(model(*inputs), batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.fixture
+def adam_losses():
+    """``adam_losses(model, loss_fn, batch, steps, lr=1e-3) -> [loss per step]``."""
+    return _adam_losses

@@ -128,19 +128,12 @@ def test_state_dict_round_trip(net: FBANet, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_adam_steps_lower_the_loss() -> None:
+def test_adam_steps_lower_the_loss(adam_losses) -> None:
     torch.manual_seed(0)
     model = FBANet().train()
     loss_fn = FBALoss()
     b = _batch()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    losses = []
-    for _ in range(4):
-        opt.zero_grad()
-        loss = loss_fn(model(b["image"], b["trimap"]), b)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, loss_fn, b, steps=4, lr=1e-4)
     # From scratch most fused alphas sit on the [0, 1] clip (no gradient, as officially), so
     # the F/B terms drive the first steps: a small but steady decrease.
     assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False))

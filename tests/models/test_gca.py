@@ -97,19 +97,12 @@ def test_arch_config_rebuilds() -> None:
     assert again.load_state_dict(net.state_dict()) is not None
 
 
-def test_adam_steps_lower_the_loss() -> None:
+def test_adam_steps_lower_the_loss(adam_losses) -> None:
     torch.manual_seed(0)
     net = GCANet(**SMALL).train()
     loss_fn = GCALoss()
     b = _batch()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        opt.zero_grad()
-        loss = loss_fn(net(b["image"], b["trimap"]), b)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(net, loss_fn, b, steps=6)
     assert losses[-1] < 0.8 * losses[0]
 
 

@@ -114,19 +114,12 @@ def test_rejects_unknown_rosta() -> None:
         GFMNet(rosta="RIM", width=8)
 
 
-def test_adam_steps_lower_the_loss() -> None:
+def test_adam_steps_lower_the_loss(adam_losses) -> None:
     torch.manual_seed(0)
     model = GFMNet(width=4).train()
     loss_fn = GFMLoss()
     batch = tiny_batch(64)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(5):
-        opt.zero_grad()
-        loss = loss_fn(model(batch["image"]), batch)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, loss_fn, batch, steps=5)
     assert losses[-1] < 0.9 * losses[0]
 
 

@@ -77,19 +77,12 @@ def test_param_groups_split_new_and_pretrained_layers() -> None:
 
 
 @pytest.mark.slow
-def test_adam_steps_lower_the_loss() -> None:
+def test_adam_steps_lower_the_loss(adam_losses) -> None:
     torch.manual_seed(0)
     net = IndexNet().train()
     loss_fn = IndexNetLoss()
     b = _batch()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(5):
-        opt.zero_grad()
-        loss = loss_fn(net(b["image"], b["trimap"]), b)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(net, loss_fn, b, steps=5)
     assert losses[-1] < 0.8 * losses[0]
 
 

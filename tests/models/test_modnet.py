@@ -84,19 +84,12 @@ def test_rejects_sizes_not_divisible_by_32() -> None:
         MODNet(hr_channels=8, width_mult=0.25)(torch.zeros(1, 3, 48, 64))
 
 
-def test_adam_steps_lower_the_loss() -> None:
+def test_adam_steps_lower_the_loss(adam_losses) -> None:
     torch.manual_seed(0)
     model = MODNet(hr_channels=8, width_mult=0.25).train()
     loss_fn = MODNetLoss()
     batch = tiny_batch(64)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        opt.zero_grad()
-        loss = loss_fn(model(batch["image"]), batch)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, loss_fn, batch, steps=6)
     assert losses[-1] < 0.9 * losses[0]
 
 

@@ -35,7 +35,7 @@ def test_round_trip_and_rebuild() -> None:
 
 
 @pytest.mark.slow
-def test_adam_steps_lower_loss() -> None:
+def test_adam_steps_lower_loss(adam_losses) -> None:
     net, loss_fn = _small(), SHMLoss()
     g = torch.Generator().manual_seed(1)
     alpha = (torch.rand(2, 1, 64, 64, generator=g) > 0.5).float()
@@ -46,12 +46,5 @@ def test_adam_steps_lower_loss() -> None:
         "alpha": alpha,
         "trimap": alpha * 255,
     }
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(5):
-        loss = loss_fn(net(batch["image"]), batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(net, loss_fn, batch, steps=5)
     assert losses[-1] < losses[0]
