@@ -124,6 +124,8 @@ def _fit_background(background: Background, height: int, width: int) -> np.ndarr
 class _Autocast(nn.Module):
     """Runs only the network under autocast; the strategy's resizes and trimap stay float32."""
 
+    selects_outputs = True
+
     def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype) -> None:
         super().__init__()
         self.net = net

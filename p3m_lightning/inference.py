@@ -53,8 +53,14 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _forward(
     model: nn.Module, image: torch.Tensor, size: tuple[int, int], output: str
 ) -> torch.Tensor:
-    """One network pass at ``size`` computing only the ``P3MOutput`` field ``output``."""
-    return getattr(model(resize(image, size), outputs=(output,)), output).float()
+    """One network pass at ``size``, returning the output map ``output``.
+
+    A model that can select its outputs (``selects_outputs``, e.g. ``P3MNet``) computes only
+    that map; others (the journal P3M-Net's dict outputs) compute all and one is taken.
+    """
+    if getattr(model, "selects_outputs", False):
+        return model(resize(image, size), outputs=(output,))[output].float()
+    return model(resize(image, size))[output].float()
 
 
 def predict_alpha(
@@ -66,8 +72,9 @@ def predict_alpha(
     """Alpha of one whole image at its own resolution.
 
     Args:
-        model: a P3M-Net (any encoder) in eval mode, or a wrapper whose ``forward`` takes
-            the same ``outputs=`` selection.
+        model: a P3M-Net of any encoder (ResNet-34, timm, Swin-T, ViTAE-S) in eval mode, or
+            a wrapper of one; outputs are read by name (``fusion``, ``global_logits``,
+            ``local``).
         image: ``(1, 3, H, W)`` ImageNet-normalised, any H, W.
         strategy: ``resize``: one pass at half size, fused alpha resized back (the published
             protocol). ``hybrid``: the trimap from a half-size pass, the local alpha from a

@@ -51,6 +51,10 @@ class OnnxRuntimeNet:
         ImportError: ONNX Runtime is not installed (with the command that installs it).
     """
 
+    inputs = ("image",)
+    input_divisor = 32
+    selects_outputs = True
+
     def __init__(self, model: nn.Module, ckpt_path: str | os.PathLike) -> None:
         try:
             import onnxruntime

@@ -10,14 +10,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from p3m_lightning.inference import Strategy, predict_alpha
+from p3m_lightning.inference import MAX_SIDE
 from p3m_lightning.losses import P3MLoss
 from p3m_lightning.metrics import MattingMetrics
-from p3m_lightning.models import P3MNet
-from p3m_lightning.models.checkpoint import ARCH_KEY
+from p3m_lightning.models.checkpoint import ARCHITECTURE_KEY, architecture_record
 from p3m_lightning.models.feature_copy_paste import FeatureCopyPaste
+from p3m_lightning.strategies import InferenceStrategy, build_strategy
 
-LOGGED_TERMS = ("loss", "loss_global", "loss_local", "loss_fusion", "loss_comp")
 DEFAULT_EVAL_SET = "val"
 
 
@@ -36,25 +35,37 @@ def drop_skipped(batch: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-class MattingTask(pl.LightningModule):
-    """Train and evaluate any P3M-Net variant.
+def net_inputs(net: nn.Module) -> tuple[str, ...]:
+    """The batch keys ``net`` takes, in argument order (``("image",)`` unless it says)."""
+    return tuple(getattr(net, "inputs", ("image",)))
 
-    Training logs ``train/loss`` and its four terms; validation and test evaluate whole images
-    at full resolution with the configured test strategy, in float32 whatever the training
-    precision (mixed-precision autocast is switched off for evaluation), and log the ten matting
+
+class MattingTask(pl.LightningModule):
+    """Train and evaluate any matting network of the model contract (docs/adding-a-model.md).
+
+    The network takes the batch keys of its ``inputs`` attribute (``image``; ``image`` and
+    ``trimap`` for trimap-based methods; ``image`` and ``bg`` for background-based ones) and
+    returns named outputs, at least ``alpha`` (P3M-Net's ``P3MOutput`` answers ``["alpha"]``
+    with its fusion). The loss maps ``(outputs, batch)`` to named terms with the optimised
+    total under ``loss``; every term is logged as ``train/<name>``. Validation and test run the
+    inference strategy on whole images at full resolution, in float32 whatever the training
+    precision (mixed-precision autocast is switched off for evaluation), and log the matting
     metrics per set, e.g. ``test/P3M-500-P/sad``. Test sets are named by the datamodule's
     ``eval_set_names``, validation sets by its ``val_set_names`` (a split held out from the
     training images; a datamodule without that attribute validates on its ``eval_set_names``),
     one dataloader each, in that order.
 
     Args:
-        net: the network (its architecture is stored in checkpoints; its weights in
-            ``state_dict`` under ``net.``).
+        net: the network (its registered architecture is stored in checkpoints; its weights
+            in ``state_dict`` under ``net.``).
         loss: the objective; default ``P3MLoss()`` with the published weights.
         optimizer: a partial optimiser taking parameter groups (default Adam, lr 1e-5).
         scheduler: an optional partial LR scheduler taking the optimiser (stepped per epoch).
-        encoder_lr: learning rate of the encoder's group; ``None`` uses the optimiser's.
-        strategy: whole-image test strategy, ``resize`` (published protocol) or ``hybrid``.
+        encoder_lr: learning rate of a parameter group named ``encoder`` (the network's
+            ``param_groups``); ``None`` uses the optimiser's.
+        strategy: the inference strategy: a name of ``p3m_lightning.strategies.STRATEGIES``
+            (``resize``, the published protocol of P3M-Net; ``hybrid``; ``gfm_hybrid``;
+            ``modnet``; ``trimap_guided``) or a built ``InferenceStrategy``.
         max_side: cap on the side the network sees during evaluation.
         channels_last: keep the network in channels-last memory format (faster convolutions).
         feature_copy_paste: P3M-FCP: training batches that carry ``cp_source`` and
@@ -64,13 +75,13 @@ class MattingTask(pl.LightningModule):
 
     def __init__(
         self,
-        net: P3MNet,
+        net: nn.Module,
         loss: nn.Module | None = None,
         optimizer: Callable[[Iterable[dict[str, Any]]], torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         encoder_lr: float | None = None,
-        strategy: str = "resize",
-        max_side: int = 1600,
+        strategy: str | InferenceStrategy = "resize",
+        max_side: int = MAX_SIDE,
         channels_last: bool = False,
         feature_copy_paste: FeatureCopyPaste | None = None,
         fcp_start_epoch: int = 0,
@@ -78,14 +89,17 @@ class MattingTask(pl.LightningModule):
         super().__init__()
         # Modules and callables stay out of the checkpoint: it must load with weights_only.
         self.save_hyperparameters(
-            ignore=["net", "loss", "optimizer", "scheduler", "feature_copy_paste"]
+            ignore=["net", "loss", "optimizer", "scheduler", "feature_copy_paste", "strategy"]
         )
+        self.strategy = build_strategy(strategy, max_side)
+        self.hparams["strategy"] = self.strategy.name
         self.feature_copy_paste = feature_copy_paste
+        if feature_copy_paste is not None and net_inputs(net) != ("image",):
+            raise ValueError("feature-level copy-paste (cp=fcp) needs an image-only network")
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.loss = loss if loss is not None else P3MLoss()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
         self.scheduler_factory = scheduler
-        self.strategy = Strategy(strategy)
         self.val_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.test_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.val_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
@@ -107,14 +121,24 @@ class MattingTask(pl.LightningModule):
         """The validation (``stage="val"``) or test set names, in dataloader order."""
         return self.val_set_names if stage == "val" else self.test_set_names
 
-    def forward(self, image: torch.Tensor):
-        """Run the network on ``(B, 3, H, W)`` normalised images; returns ``P3MOutput``."""
-        return self.net(image)
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        """Run the network on its inputs (``net.inputs`` order); returns its outputs."""
+        return self.net(*inputs)
 
     def _input(self, image: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             return image.contiguous(memory_format=torch.channels_last)
         return image
+
+    def _inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        names = net_inputs(self.net)
+        missing = [k for k in names if k not in batch]
+        if missing:
+            raise KeyError(
+                f"{type(self.net).__name__} takes {', '.join(names)}, but the batch has no "
+                f"{', '.join(missing)}"
+            )
+        return {k: self._input(batch[k]) for k in names}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimisation step on a batch of training crops.
@@ -125,19 +149,19 @@ class MattingTask(pl.LightningModule):
         batch = drop_skipped(batch)
         if batch is None:
             return None
-        image = self._input(batch["image"])
+        inputs = self._inputs(batch)
         fcp = self.feature_copy_paste
         if (
             fcp is not None
             and "cp_source" in batch
             and self.current_epoch >= self.hparams.fcp_start_epoch
         ):
-            out = fcp(self.net, image, self._input(batch["cp_source"]), batch["cp_mask"])
+            out = fcp(self.net, inputs["image"], self._input(batch["cp_source"]), batch["cp_mask"])
         else:
-            out = self.net(image)
+            out = self.net(*inputs.values())
         terms = self.loss(out, batch)
         self.log_dict(
-            {f"train/{k}": terms[k].detach() for k in LOGGED_TERMS},
+            {f"train/{k}": v.detach() for k, v in terms.items()},
             on_step=True,
             on_epoch=True,
             batch_size=batch["image"].shape[0],
@@ -162,9 +186,8 @@ class MattingTask(pl.LightningModule):
         # Benchmark figures are float32 whatever the training precision: the mixed-precision
         # autocast Lightning wraps around this step is switched off.
         with torch.autocast(image.device.type, enabled=False):
-            pred = predict_alpha(
-                self.net, self._input(image.float()), self.strategy, self.hparams.max_side
-            )
+            inputs = {k: v.float() for k, v in self._inputs(batch).items()}
+            pred = self.strategy(self.net, inputs)
         face_mask = batch.get("face_mask")
         metrics[self.set_names(stage)[dataloader_idx]].update(
             pred,
@@ -205,17 +228,25 @@ class MattingTask(pl.LightningModule):
         self._log_metrics("test", self.test_metrics)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """The configured optimiser over two groups (decoders, encoder) and optional scheduler."""
-        encoder = [p for p in self.net.encoder.parameters() if p.requires_grad]
-        others = [
-            p
-            for n, p in self.net.named_parameters()
-            if p.requires_grad and not n.startswith("encoder.")
-        ]
-        encoder_group: dict[str, Any] = {"params": encoder, "name": "encoder"}
-        if self.hparams.encoder_lr is not None:
-            encoder_group["lr"] = self.hparams.encoder_lr
-        optimizer = self.optimizer_factory([{"params": others, "name": "decoder"}, encoder_group])
+        """The configured optimiser and optional scheduler.
+
+        Parameter groups come from the network's ``param_groups()`` when it has one (P3M-Net:
+        ``decoder`` and ``encoder``; IndexNet: new layers and the pretrained backbone), else
+        one group of every trainable parameter. A group named ``encoder`` takes
+        ``encoder_lr`` when set; a group with ``lr_scale`` runs at that multiple of the
+        optimiser's learning rate.
+        """
+        if hasattr(self.net, "param_groups"):
+            groups = [dict(g) for g in self.net.param_groups()]
+        else:
+            groups = [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
+        for group in groups:
+            if group.get("name") == "encoder" and self.hparams.encoder_lr is not None:
+                group["lr"] = self.hparams.encoder_lr
+        optimizer = self.optimizer_factory(groups)
+        for group in optimizer.param_groups:
+            if "lr_scale" in group:
+                group["lr"] = group["lr"] * group["lr_scale"]
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
@@ -226,4 +257,4 @@ class MattingTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the architecture so ``load_model`` rebuilds the network from the file alone."""
-        checkpoint[ARCH_KEY] = self.net.arch_config()
+        checkpoint[ARCHITECTURE_KEY] = architecture_record(self.net, self.strategy.name)

@@ -126,7 +126,11 @@ def test_task_checkpoint_loads_with_load_model(fitted, tmp_path) -> None:
     with torch.inference_mode():
         torch.testing.assert_close(model(x).local, task.net(x).local, atol=1e-4, rtol=1e-4)
     raw = torch.load(path, weights_only=True)
-    assert raw["p3m_net"] == {"encoder": {"type": "resnet34_mp"}}
+    assert raw["architecture"] == {
+        "name": "p3m_net",
+        "config": {"encoder": {"type": "resnet34_mp"}},
+        "strategy": "resize",
+    }
     assert "net" not in raw["hyper_parameters"]
 
 

@@ -197,7 +197,7 @@ def global_loss(out: P3MOutput, classes: Tensor) -> dict[str, Tensor]:
         ``loss_global`` and the unweighted per-head terms ``loss_global_main``,
         ``loss_global_side2``, ``loss_global_side1``, ``loss_global_side0``.
     """
-    heads = {name: cross_entropy_loss(getattr(out, name), classes) for name in _GLOBAL_HEAD_WEIGHTS}
+    heads = {name: cross_entropy_loss(out[name], classes) for name in _GLOBAL_HEAD_WEIGHTS}
     total = sum(_GLOBAL_HEAD_WEIGHTS[name] * term for name, term in heads.items())
     return {
         "loss_global": total,
@@ -332,7 +332,11 @@ class P3MLoss(nn.Module):
                 "datamodule must provide fg and bg for the composition loss."
             )
         alpha_shape = tuple(batch["alpha"].shape)
-        for name, t in (("local", out.local), ("fusion", out.fusion), ("trimap", batch["trimap"])):
+        for name, t in (
+            ("local", out["local"]),
+            ("fusion", out["fusion"]),
+            ("trimap", batch["trimap"]),
+        ):
             if tuple(t.shape) != alpha_shape:
                 raise ValueError(
                     f"P3MLoss: {name} has shape {tuple(t.shape)} but alpha has {alpha_shape}; "
@@ -340,12 +344,12 @@ class P3MLoss(nn.Module):
                 )
         kernel = self._kernel()
         levels = self.laplacian_levels
-        with _no_autocast(out.local):
+        with _no_autocast(out["local"]):
             alpha = batch["alpha"].float()
             classes = trimap_classes(batch["trimap"])
             mask = transition_mask(batch["trimap"])
-            local = out.local.float()
-            fusion = out.fusion.float()
+            local = out["local"].float()
+            fusion = out["fusion"].float()
 
             terms = global_loss(out, classes)
             terms["loss_local_alpha"] = transition_alpha_loss(local, alpha, mask)

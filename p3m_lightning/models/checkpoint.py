@@ -1,13 +1,16 @@
-"""Reading and writing P3M-Net checkpoints; every checkpoint file is treated as untrusted.
+"""Reading and writing matting checkpoints; every checkpoint file is treated as untrusted.
 
 Three formats load through ``load_model``:
 
-- the published format: ``{"state_dict": ...}`` with the reference's 713 names, where the
-  encoder appears twice (``resnet.*`` and its aliases ``encoder0..4.*``), optionally with every
-  key prefixed ``module.`` (DataParallel);
-- a bare state dict, published names or this project's names;
-- this project's Lightning checkpoints: ``state_dict`` under ``net.*`` plus ``p3m_net``, the
-  architecture written by the matting task.
+- this project's Lightning checkpoints: ``state_dict`` under ``net.*`` plus ``architecture``
+  (``{"name", "config", "strategy"}``, written by the matting task), rebuilt only when the
+  name is in the allow-list of ``models.registry`` (older checkpoints carry ``p3m_net``, the
+  P3M-Net architecture);
+- the published P3M-Net format: ``{"state_dict": ...}`` with the reference's 713 names, where
+  the encoder appears twice (``resnet.*`` and its aliases ``encoder0..4.*``), optionally with
+  every key prefixed ``module.`` (DataParallel);
+- a bare or released state dict of any registered method (``architecture="gfm"``, ...), in
+  the authors' names where they released a checkpoint; P3M-Net's is the default.
 
 Files are read with ``torch.load(weights_only=True)``: a file whose unpickling would construct
 arbitrary Python objects (and so could run code) is refused before anything in it runs.
@@ -16,19 +19,27 @@ arbitrary Python objects (and so could run code) is refused before anything in i
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from p3m_lightning.atomic import atomic_path
 from p3m_lightning.models.bn_folding import fuse_conv_bn
 from p3m_lightning.models.encoders import ResNet34MP
-from p3m_lightning.models.p3mnet import P3MNet, build_p3mnet
+from p3m_lightning.models.p3mnet import P3MNet
+from p3m_lightning.models.registry import architecture_of, build_architecture, get_architecture
 from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
-ARCH_KEY = "p3m_net"
-"""Key under which the project's checkpoints store ``P3MNet.arch_config()``."""
+ARCHITECTURE_KEY = "architecture"
+"""Key under which the project's checkpoints store ``architecture_record(net)``."""
+
+LEGACY_ARCH_KEY = "p3m_net"
+"""Key of ``P3MNet.arch_config()`` in checkpoints written before the architecture registry."""
+
+DEFAULT_ARCHITECTURE = "p3m_net"
 
 # The reference registers the ResNet layers a second time as encoder0..4 (docs/p3m-net.md §4).
 _ALIASES = (
@@ -105,7 +116,23 @@ def _summarise(names: list[str]) -> str:
     return f"{shown}{' ...' if len(names) > 20 else ''} ({len(names)} in all)"
 
 
-def load_state_into(model: P3MNet, state: dict[str, torch.Tensor], source: str) -> None:
+def architecture_record(net: nn.Module, strategy: str | None = None) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild ``net``: registered name, config, strategy.
+
+    Raises:
+        ValueError: ``net``'s class is not registered.
+    """
+    architecture = architecture_of(net)
+    return {
+        "name": architecture.name,
+        "config": net.arch_config(),
+        "strategy": strategy or architecture.default_strategy,
+    }
+
+
+def load_state_into(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, name: str = "P3M-Net"
+) -> None:
     """Load ``state`` (this project's names) into ``model`` strictly, reporting by name.
 
     Raises:
@@ -127,48 +154,124 @@ def load_state_into(model: P3MNet, state: dict[str, torch.Tensor], source: str) 
     if misshaped:
         problems.append(f"mis-shaped keys: {_summarise(misshaped)}")
     if problems:
+        encoder = getattr(model, "encoder", None)
+        detail = f" ({type(encoder).__name__} encoder)" if isinstance(model, P3MNet) else ""
+        hint = (
+            "; if it is another method's checkpoint, name it with architecture=<name>"
+            if isinstance(model, P3MNet)
+            else ""
+        )
         raise CheckpointError(
-            f"{source}: does not match the P3M-Net architecture "
-            f"({type(model.encoder).__name__} encoder); " + "; ".join(problems)
+            f"{source}: does not match the {name} architecture{detail}; "
+            + "; ".join(problems)
+            + hint
         )
     model.load_state_dict(state, strict=True)
 
 
-def load_model(
+@dataclass
+class LoadedModel:
+    """A network rebuilt from a checkpoint, with what the checkpoint says about it.
+
+    Attributes:
+        net: the network, in eval mode, weights loaded.
+        architecture: its registered name (``p3m_net``, ``gfm``, ...).
+        strategy: the inference strategy it was trained and validated with (the checkpoint's),
+            else the architecture's published protocol.
+    """
+
+    net: nn.Module
+    architecture: str
+    strategy: str
+
+
+def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
-    net: P3MNet | None = None,
+    net: nn.Module | None = None,
     fuse_bn: bool = False,
-) -> P3MNet:
-    """Load a P3M-Net from a published, bare or Lightning checkpoint, in eval mode.
-
-    The model comes back in channels-last memory format, the fast layout for inference.
+    architecture: str | None = None,
+    architecture_config: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Load any registered matting network from a checkpoint, in eval mode.
 
     Args:
         path: the checkpoint file.
         map_location: device for the loaded tensors.
-        net: an architecture to load into; needed only for a bare state dict of a non-default
-            encoder (published and Lightning checkpoints describe their architecture).
-        fuse_bn: fold BatchNorm into the convolutions (``fuse_conv_bn``): faster inference,
-            but the model can then no longer be trained or saved in the published format.
+        net: a network to load into (its architecture must be registered); needed only for
+            a bare state dict of a non-default configuration.
+        fuse_bn: fold BatchNorm into the convolutions of a P3M-Net (``fuse_conv_bn``): faster
+            inference, but the model can then no longer be trained or saved in the published
+            format. Other architectures are left as they are.
+        architecture: the registered name for a file that does not say it (a bare or released
+            state dict); default ``p3m_net``. A project checkpoint names its own.
+        architecture_config: the config of ``architecture`` (e.g. ``{"backbone": "swin_t"}``);
+            default: the released size.
 
     Raises:
         FileNotFoundError, CheckpointError: with the file and the reason.
     """
     raw = read_checkpoint(path, map_location)
-    arch = raw.get(ARCH_KEY)
+    record = raw.get(ARCHITECTURE_KEY)
+    legacy = raw.get(LEGACY_ARCH_KEY)
     state = raw.get("state_dict", raw)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
     state = _strip_prefix(state, "module.")
-    if isinstance(arch, dict):
+    strategy = None
+    if isinstance(record, dict) or isinstance(legacy, dict):
         state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
-    if any(k.startswith("resnet.") for k in state):
+    if net is not None:
+        name = architecture_of(net).name
+    elif isinstance(record, dict):
+        name, config = str(record.get("name")), record.get("config") or {}
+        strategy = record.get("strategy")
+        net = build_architecture(name, config, str(path))
+    elif isinstance(legacy, dict):
+        name = DEFAULT_ARCHITECTURE
+        net = build_architecture(name, legacy, str(path))
+    else:
+        name = architecture or DEFAULT_ARCHITECTURE
+        net = build_architecture(name, architecture_config, str(path))
+    if name == DEFAULT_ARCHITECTURE and any(k.startswith("resnet.") for k in state):
         state = from_published(state)
-    if net is None:
-        net = build_p3mnet(arch) if isinstance(arch, dict) else P3MNet()
-    load_state_into(net, state, str(path))
-    # Channels-last lets oneDNN/cuDNN run the convolutions about 1.8x faster (see `make bench`);
-    # an NCHW input is accepted and computed in channels-last.
-    net = net.to(map_location).to(memory_format=torch.channels_last).eval()
-    return fuse_conv_bn(net) if fuse_bn else net
+    elif name != DEFAULT_ARCHITECTURE:
+        state = get_architecture(name).from_published(state)
+    load_state_into(net, state, str(path), name)
+    net = net.to(map_location).eval()
+    if isinstance(net, P3MNet):
+        # Channels-last lets oneDNN/cuDNN run the convolutions about 1.8x faster (see
+        # `make bench`); an NCHW input is accepted and computed in channels-last.
+        net = net.to(memory_format=torch.channels_last)
+        if fuse_bn:
+            net = fuse_conv_bn(net)
+    return LoadedModel(net, name, str(strategy or get_architecture(name).default_strategy))
+
+
+def load_model(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    net: nn.Module | None = None,
+    fuse_bn: bool = False,
+    architecture: str | None = None,
+    architecture_config: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Load a matting network from a checkpoint, in eval mode (``load_checkpoint(...).net``).
+
+    A P3M-Net comes back in channels-last memory format, the fast layout for inference.
+
+    Args:
+        path: the checkpoint file: a published P3M-Net ``.pth``, a bare or released state
+            dict (``architecture=`` names a method other than P3M-Net), or a Lightning
+            checkpoint of this project (it names its architecture).
+        map_location: device for the loaded tensors.
+        net: an architecture to load into; needed only for a bare state dict of a non-default
+            configuration (project checkpoints describe their architecture).
+        fuse_bn: fold BatchNorm into the convolutions of a P3M-Net (``fuse_conv_bn``).
+        architecture: registered name for a file that does not say it; default ``p3m_net``.
+        architecture_config: its config; default the released size.
+
+    Raises:
+        FileNotFoundError, CheckpointError: with the file and the reason.
+    """
+    return load_checkpoint(path, map_location, net, fuse_bn, architecture, architecture_config).net

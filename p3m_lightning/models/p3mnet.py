@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,21 @@ class P3MOutput(NamedTuple):
     side2: torch.Tensor | None
     side1: torch.Tensor | None
     side0: torch.Tensor | None
+
+    def __getitem__(self, key):  # type: ignore[override]
+        """A field by name (``out["fusion"]``; ``"alpha"`` is ``fusion``) or by position.
+
+        Name access lets code written for the dict outputs of other matting models (at least
+        ``"alpha"``) take P3M-Net's outputs as they are.
+        """
+        if isinstance(key, str):
+            return self.fusion if key == "alpha" else getattr(self, key)
+        return tuple.__getitem__(self, key)
+
+    @property
+    def alpha(self) -> torch.Tensor | None:
+        """The final alpha of the model contract: ``fusion``."""
+        return self.fusion
 
 
 OUTPUTS = P3MOutput._fields
@@ -74,6 +89,11 @@ class P3MNet(nn.Module):
     Args:
         encoder: an encoder from ``p3m_lightning.models.encoders`` (default ``ResNet34MP()``).
     """
+
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+    input_divisor: ClassVar[int] = 32
+    # forward(image, outputs=...) computes only the requested maps (the test strategies use it).
+    selects_outputs: ClassVar[bool] = True
 
     def __init__(self, encoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -197,6 +217,19 @@ class P3MNet(nn.Module):
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture (``build_p3mnet``)."""
         return {"encoder": self.encoder.arch_config()}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Two optimiser groups: ``decoder`` (everything but the encoder) and ``encoder``."""
+        return encoder_decoder_groups(self)
+
+
+def encoder_decoder_groups(net: nn.Module) -> list[dict[str, Any]]:
+    """Trainable parameters of ``net`` in a ``decoder`` and an ``encoder`` group (by name)."""
+    encoder = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    others = [
+        p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("encoder.")
+    ]
+    return [{"params": others, "name": "decoder"}, {"params": encoder, "name": "encoder"}]
 
 
 def build_p3mnet(config: dict[str, Any]) -> P3MNet:

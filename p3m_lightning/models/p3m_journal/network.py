@@ -13,7 +13,7 @@ from p3m_lightning.models.blocks import DBFI, SBFI, TFI, decoder_stage
 from p3m_lightning.models.p3m_journal.common import match_problems
 from p3m_lightning.models.p3m_journal.swin import SwinEncoder
 from p3m_lightning.models.p3m_journal.vitae import ViTAEEncoder
-from p3m_lightning.models.p3mnet import check_input_size, fuse
+from p3m_lightning.models.p3mnet import check_input_size, encoder_decoder_groups, fuse
 from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
 ENCODERS: dict[str, type[nn.Module]] = {"vitae_s": ViTAEEncoder, "swin_t": SwinEncoder}
@@ -78,6 +78,10 @@ class P3MJournalNet(nn.Module):
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture (``P3MJournalNet(**arch_config())``)."""
         return {"backbone": self.backbone, "backbone_config": self.encoder.arch_config()}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Two optimiser groups: ``decoder`` (everything but the encoder) and ``encoder``."""
+        return encoder_decoder_groups(self)
 
 
 class JournalDecoder(nn.Module):
@@ -153,6 +157,11 @@ def published_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: 'state_dict' is not a dict of tensors")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
+    return drop_attention_masks(state)
+
+
+def drop_attention_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` less the Swin ``attn_mask`` buffers the journal code saves (rebuilt here)."""
     return {k: v for k, v in state.items() if not k.endswith(".attn_mask")}
 
 

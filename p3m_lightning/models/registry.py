@@ -1,0 +1,134 @@
+"""The allow-list of matting architectures a checkpoint may ask to rebuild.
+
+A checkpoint of this project names its architecture (``{"name": ..., "config": {...}}``);
+``build_architecture`` rebuilds it only when the name is registered here, from plain config
+values: nothing in a file chooses which Python code runs. A new method registers itself with
+one ``register_architecture`` call in its package (see docs/adding-a-model.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from p3m_lightning.models.safe_load import CheckpointError
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "architecture_of",
+    "build_architecture",
+    "get_architecture",
+    "register_architecture",
+]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registered matting architecture.
+
+    Attributes:
+        name: the name checkpoints and ``load_model(architecture=...)`` use.
+        target: ``"module:Class"`` of the network; called with the config as keyword
+            arguments unless ``builder`` is given.
+        default_strategy: the inference strategy of its published test protocol
+            (``p3m_lightning.strategies.STRATEGIES``).
+        builder: optional ``"module:function"`` taking the config dict (for architectures
+            whose config nests components, e.g. P3M-Net's encoder).
+        published: optional ``"module:function"`` translating the authors' released state
+            dict into this project's names (``{name: tensor} -> {name: tensor}``).
+        description: one line for listings and errors.
+    """
+
+    name: str
+    target: str
+    default_strategy: str
+    builder: str | None = None
+    published: str | None = None
+    description: str = ""
+
+    def resolve(self) -> type[nn.Module]:
+        """The class ``target`` names."""
+        return _resolve(self.target)
+
+    def build(self, config: dict[str, Any] | None = None) -> nn.Module:
+        """A fresh network of this architecture (random weights)."""
+        config = dict(config or {})
+        if self.builder is not None:
+            return _resolve(self.builder)(config)
+        return self.resolve()(**config)
+
+    def from_published(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` in this project's names (unchanged when the names already agree)."""
+        return state if self.published is None else _resolve(self.published)(state)
+
+
+def _resolve(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(architecture: Architecture) -> Architecture:
+    """Add ``architecture`` to the allow-list (a name may be registered once)."""
+    known = ARCHITECTURES.get(architecture.name)
+    if known is not None and known != architecture:
+        raise ValueError(f"architecture {architecture.name!r} is already registered: {known}")
+    ARCHITECTURES[architecture.name] = architecture
+    return architecture
+
+
+def _lookup(name: str, source: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{source}: unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return ARCHITECTURES[name]
+
+
+def build_architecture(
+    name: str, config: dict[str, Any] | None = None, source: str = "architecture"
+) -> nn.Module:
+    """Rebuild a registered architecture from plain config values.
+
+    Raises:
+        CheckpointError: an unknown name, or a config the architecture rejects (with
+            ``source``, e.g. the checkpoint file, in the message).
+    """
+    architecture = _lookup(name, source)
+    if config is not None and not isinstance(config, dict):
+        raise CheckpointError(f"{source}: the {name} config is not a mapping")
+    try:
+        return architecture.build(config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{source}: cannot build {name} from {config!r}: {err}") from None
+
+
+def architecture_of(net: nn.Module) -> Architecture:
+    """The registered architecture ``net`` is an instance of.
+
+    Raises:
+        ValueError: ``net``'s class is not registered (it could not be rebuilt from a file).
+    """
+    cls = type(net)
+    for architecture in ARCHITECTURES.values():
+        if architecture.resolve() is cls:
+            return architecture
+    raise ValueError(
+        f"{cls.__module__}.{cls.__qualname__} is not a registered architecture; register it "
+        "with p3m_lightning.models.registry.register_architecture (docs/adding-a-model.md)"
+    )
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture called ``name``.
+
+    Raises:
+        CheckpointError: an unknown name, listing the known ones.
+    """
+    return _lookup(name, "architecture")
