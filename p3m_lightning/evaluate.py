@@ -31,13 +31,14 @@ from omegaconf import DictConfig
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-    from p3m_lightning.inference import Strategy
-    from p3m_lightning.models import P3MNet
+    from p3m_lightning.strategies import InferenceStrategy
 
 USAGE = (
     "usage: python eval.py ckpt_path=<Lightning .ckpt or published .pth> "
-    "[data=synthetic|p3m10k] [data.root=<P3M-10k>] [strategy=resize|hybrid] "
+    "[architecture=<method>] [data=synthetic|p3m10k] [data.root=<P3M-10k>] "
+    "[strategy=resize|hybrid|gfm_hybrid|modnet|trimap_guided] "
     "[save_predictions=true] [device=cpu|cuda] [precision=32|bf16]"
 )
 PRECISIONS = ("32", "bf16")
@@ -85,21 +86,21 @@ def _checkpoint_path(cfg: DictConfig) -> Path:
     return ckpt_path
 
 
-def _options(cfg: DictConfig) -> tuple[Strategy, str, torch.device]:
-    """The strategy, precision and device of ``cfg``, checked.
+def _options(cfg: DictConfig) -> tuple[str | None, str, torch.device]:
+    """The strategy name (``None``: the checkpoint's), precision and device of ``cfg``, checked.
 
     Raises:
         EvaluationError: with the reason.
     """
     import torch
 
-    from p3m_lightning.inference import Strategy
+    from p3m_lightning.strategies import STRATEGIES
 
-    try:
-        strategy = Strategy(str(cfg.strategy))
-    except ValueError:
-        choices = ", ".join(s.value for s in Strategy)
-        raise EvaluationError(f"unknown strategy {cfg.strategy!r}; choose {choices}") from None
+    strategy = cfg.get("strategy")
+    strategy = None if strategy in (None, "", "default") else str(strategy)
+    if strategy is not None and strategy not in STRATEGIES:
+        choices = ", ".join(STRATEGIES)
+        raise EvaluationError(f"unknown strategy {strategy!r}; choose {choices}")
     precision = str(cfg.precision)
     if precision not in PRECISIONS:
         raise EvaluationError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
@@ -159,11 +160,11 @@ def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _evaluate_set(
-    model: P3MNet,
+    model: nn.Module,
     loader: Iterable[dict[str, Any]],
     set_name: str,
     cfg: DictConfig,
-    strategy: Strategy,
+    strategy: InferenceStrategy,
     device: torch.device,
     predictions_dir: Path | None,
 ) -> list[dict[str, Any]]:
@@ -172,21 +173,22 @@ def _evaluate_set(
     from tqdm import tqdm
 
     from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
-    from p3m_lightning.inference import predict_alpha
     from p3m_lightning.metrics import MattingMetrics
 
+    inputs = tuple(getattr(model, "inputs", ("image",)))
     rows = []
     bf16 = str(cfg.precision) == "bf16"
     if predictions_dir is not None:
         predictions_dir.mkdir(parents=True, exist_ok=True)
     for batch in tqdm(loader, desc=set_name, unit="image", dynamic_ncols=True):
         name = batch["name"][0]
-        image = batch["image"].to(device)
+        # The test set's own trimap (0/128/255) for trimap-based models.
+        run = {k: batch[k].to(device).float() for k in inputs}
         with (
             torch.inference_mode(),
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
         ):
-            pred = predict_alpha(model, image, strategy, int(cfg.max_side))
+            pred = strategy(model, run)
         # MattingMetrics owns the conversion to the benchmark's dtypes (the loader's float32
         # k / 255 alpha snapped back to float64 k / 255); over one image its means are that
         # image's values, exactly as MattingTask scores it.
@@ -211,12 +213,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score a checkpoint on every evaluation set of ``cfg.data``.
 
     Args:
-        cfg: the ``conf/eval.yaml`` keys: ``ckpt_path``, ``data``, ``paths``, ``strategy``,
+        cfg: the ``conf/eval.yaml`` keys: ``ckpt_path``, ``architecture``,
+            ``architecture_config``, ``data``, ``paths``, ``strategy``,
             ``max_side``, ``save_predictions``, ``device``, ``precision``.
 
     Returns:
-        The content of ``summary.json``: ``ckpt_path``, ``strategy``, ``max_side``,
-        ``precision``, ``device``, ``data_root`` and ``sets``, per evaluation set (in the
+        The content of ``summary.json``: ``ckpt_path``, ``architecture``, ``strategy``,
+        ``trimaps`` (per set: ``files`` or ``generated``), ``max_side``, ``precision``,
+        ``device``, ``data_root`` and ``sets``, per evaluation set (in the
         datamodule's order) ``n_images`` and the mean of each of the ten metrics.
 
     Raises:
@@ -226,22 +230,37 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     ckpt_path = _checkpoint_path(cfg)
     # torch and the data stack load only now, so a mistyped ckpt_path is reported at once.
-    strategy, precision, device = _options(cfg)
+    strategy_name, precision, device = _options(cfg)
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from p3m_lightning.data.p3m10k import DatasetError
-    from p3m_lightning.models import CheckpointError, load_model
+    from p3m_lightning.models import CheckpointError, load_checkpoint
+    from p3m_lightning.strategies import build_strategy
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    architecture_config = cfg.get("architecture_config")
     try:
-        model = load_model(ckpt_path, map_location=device)
+        loaded = load_checkpoint(
+            ckpt_path,
+            map_location=device,
+            architecture=cfg.get("architecture"),
+            architecture_config=OmegaConf.to_container(architecture_config, resolve=True)
+            if architecture_config
+            else None,
+        )
     except CheckpointError as err:
         raise EvaluationError(str(err)) from None
+    model = loaded.net
+    strategy = build_strategy(strategy_name or loaded.strategy, int(cfg.max_side))
     try:
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         datamodule.setup("test")
+        trimaps = datamodule.trimap_sources(
+            allow_generated=None if "trimap" in getattr(model, "inputs", ()) else True
+        )
     # FileExistsError: data.root holds a synthetic dataset of other parameters.
     except (DatasetError, FileExistsError) as err:
         raise EvaluationError(str(err)) from None
@@ -257,7 +276,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     summary = {
         "ckpt_path": str(ckpt_path),
-        "strategy": strategy.value,
+        "architecture": loaded.architecture,
+        "strategy": strategy.name,
+        "trimaps": trimaps,
         "max_side": int(cfg.max_side),
         "precision": precision,
         "device": str(device),

@@ -106,8 +106,14 @@ class MattingTask(pl.LightningModule):
         self.test_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
 
     def setup(self, stage: str) -> None:
-        """Create one metric collection per validation and test set the datamodule names."""
+        """Create one metric collection per validation and test set the datamodule names.
+
+        A trimap-based network is scored with the test sets' own trimaps: a set without a
+        ``trimap/`` folder stops the run here unless the datamodule accepts generated ones.
+        """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if "trimap" in net_inputs(self.net) and hasattr(datamodule, "trimap_sources"):
+            datamodule.trimap_sources()
         tests = list(getattr(datamodule, "eval_set_names", None) or [DEFAULT_EVAL_SET])
         vals = list(getattr(datamodule, "val_set_names", tests))
         if tests != self.test_set_names:

@@ -57,14 +57,26 @@ def _scalar_metrics(results: list[dict[str, float]] | None) -> dict[str, float]:
 def encoder_init(cfg: DictConfig) -> str:
     """How the encoder starts: ``imagenet:<file>``, ``imagenet:hub``, ``scratch`` or ``random``.
 
-    ``random`` is an encoder with neither ImageNet weights nor a declared ``from_scratch=true``.
+    The ImageNet file is ``model.net.encoder.weights_path`` (P3M-Net) or
+    ``model.net.pretrained_path`` (the other methods' backbones). ``random`` is an encoder with
+    neither ImageNet weights nor a declared ``from_scratch=true``.
     """
     encoder = OmegaConf.select(cfg, "model.net.encoder") or {}
-    if encoder.get("weights_path"):
-        return f"imagenet:{encoder.get('weights_path')}"
+    path = encoder.get("weights_path") or OmegaConf.select(cfg, "model.net.pretrained_path")
+    if path:
+        return f"imagenet:{path}"
     if encoder.get("pretrained"):
         return "imagenet:hub"
     return "scratch" if cfg.get("from_scratch") else "random"
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def method_name(cfg: DictConfig) -> str:
+    """The method a run trains: its model config's ``recipe.name``, else ``p3m_net``."""
+    return str(OmegaConf.select(cfg, "recipe.name", default=None) or "p3m_net")
 
 
 def check_recipe(cfg: DictConfig) -> str:
@@ -89,6 +101,14 @@ def check_recipe(cfg: DictConfig) -> str:
             "`experiment=ppt_n` (normal images); or drop data=p3m10k for the quickstart."
         )
     init = encoder_init(cfg)
+    if cfg.get("ppt") and init == "random" and OmegaConf.select(cfg, "model.net.encoder") is None:
+        raise ConfigError(
+            f"experiment {cfg.get('task_name')} is the published recipe of "
+            f"{method_name(cfg)}, which starts from ImageNet weights, and none are set. Give a "
+            "local file of its backbone with `model.net.pretrained_path=/path/weights.pth` "
+            f"(which file: conf/model/{method_name(cfg)}.yaml and docs/methods/), or say "
+            "`from_scratch=true` for a deliberate random start (the run is tagged as such)."
+        )
     if cfg.get("ppt") and init == "random":
         raise ConfigError(
             f"experiment {cfg.get('task_name')} is the published recipe, which starts from "
@@ -295,7 +315,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "task_name": cfg.get("task_name"),
         "ppt": OmegaConf.to_container(cfg.ppt, resolve=True) if cfg.get("ppt") else None,
         "ppt_train": cfg.data.get("ppt_train"),
-        "encoder": OmegaConf.to_container(cfg.model.net.encoder, resolve=True),
+        "method": method_name(cfg),
+        "encoder": _container(OmegaConf.select(cfg, "model.net.encoder", default=None)),
         "init": init,
         "seed": cfg.get("seed"),
         "batch": asdict(plan),

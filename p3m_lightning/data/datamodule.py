@@ -136,6 +136,8 @@ class P3MDataModule(pl.LightningDataModule):
         copy_paste_level: ``image`` (P3M-ICP) or ``feature`` (P3M-FCP, with the task's
             ``feature_copy_paste``).
         max_eval_images: evaluate at most this many images per set (quick checks).
+        generated_trimaps: accept trimaps generated from the mattes for a test set without a
+            ``trimap/`` folder when a trimap-based model is evaluated (``trimap_sources``).
         seed: seed of the training crops.
         transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
             flip and transition-crop parameters and optional extra augmentations); default the
@@ -158,6 +160,7 @@ class P3MDataModule(pl.LightningDataModule):
         on_no_face: str = "person",
         use_detector: bool = True,
         max_eval_images: int | None = None,
+        generated_trimaps: bool = False,
         seed: int = 0,
         transform: P3MTrainTransform | None = None,
         val_split: int = 0,
@@ -183,6 +186,7 @@ class P3MDataModule(pl.LightningDataModule):
         self.normal_train_dir = Path(normal_train_dir) if normal_train_dir else None
         self.obfuscator = FaceObfuscator(obfuscation_method, on_no_face, use_detector)
         self.max_eval_images = max_eval_images
+        self.generated_trimaps = generated_trimaps
         self.seed = seed
         self.transform = transform
         if val_split < 0:
@@ -295,6 +299,31 @@ class P3MDataModule(pl.LightningDataModule):
                     count = min(self.max_eval_images, len(dataset))
                     dataset = torch.utils.data.Subset(dataset, range(count))
                 self.eval_datasets[name] = dataset
+
+    def trimap_sources(self, allow_generated: bool | None = None) -> dict[str, str]:
+        """Where each test set's trimaps come from: ``files`` (its ``trimap/`` folder) or
+        ``generated`` (from the matte, as for a set without one).
+
+        Trimap-based models are scored with the trimaps of the test set: call this before
+        evaluating one. ``allow_generated`` defaults to the ``generated_trimaps`` setting.
+
+        Raises:
+            DatasetError: a set has no ``trimap/`` folder and ``allow_generated`` is false.
+        """
+        sources = {}
+        for name, dataset in self.eval_datasets.items():
+            base = getattr(dataset, "dataset", dataset)  # a Subset of max_eval_images
+            sources[name] = "files" if getattr(base, "has_trimap", True) else "generated"
+        missing = [name for name, source in sources.items() if source == "generated"]
+        allowed = self.generated_trimaps if allow_generated is None else allow_generated
+        if missing and not allowed:
+            raise DatasetError(
+                f"evaluation set(s) {', '.join(missing)} under {self.root} have no trimap/ "
+                "folder, and a trimap-based model is scored with the test set's trimaps. Add "
+                "the folder, or accept trimaps generated from the mattes with "
+                "data.generated_trimaps=true (recorded with the results)."
+            )
+        return sources
 
     def _eval_dataset(self, root: Path, name: str, verify: str) -> Dataset:
         folder, image_dir, blur = EVAL_SETS[name]
