@@ -256,6 +256,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     strategy = build_strategy(strategy_name or loaded.strategy, int(cfg.max_side))
     try:
         datamodule = instantiate(cfg.data)
+        # Background-based models (BASIC) take a plate: estimated from image and matte.
+        datamodule.eval_backgrounds = "bg" in getattr(model, "inputs", ())
         datamodule.prepare_data()
         datamodule.setup("test")
         trimaps = datamodule.trimap_sources(

@@ -138,6 +138,8 @@ class P3MDataModule(pl.LightningDataModule):
         max_eval_images: evaluate at most this many images per set (quick checks).
         generated_trimaps: accept trimaps generated from the mattes for a test set without a
             ``trimap/`` folder when a trimap-based model is evaluated (``trimap_sources``).
+        eval_backgrounds: evaluation samples also carry ``bg``, the background estimated from
+            image and matte: the plate of background-based models (BASIC).
         seed: seed of the training crops.
         transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
             flip and transition-crop parameters and optional extra augmentations); default the
@@ -161,6 +163,7 @@ class P3MDataModule(pl.LightningDataModule):
         use_detector: bool = True,
         max_eval_images: int | None = None,
         generated_trimaps: bool = False,
+        eval_backgrounds: bool = False,
         seed: int = 0,
         transform: P3MTrainTransform | None = None,
         val_split: int = 0,
@@ -187,6 +190,7 @@ class P3MDataModule(pl.LightningDataModule):
         self.obfuscator = FaceObfuscator(obfuscation_method, on_no_face, use_detector)
         self.max_eval_images = max_eval_images
         self.generated_trimaps = generated_trimaps
+        self.eval_backgrounds = eval_backgrounds
         self.seed = seed
         self.transform = transform
         if val_split < 0:
@@ -281,6 +285,7 @@ class P3MDataModule(pl.LightningDataModule):
                 verify="off",
                 obfuscate=obfuscate,
                 names=self.heldout_names,
+                backgrounds=self.eval_backgrounds,
             )
         }
 
@@ -332,6 +337,7 @@ class P3MDataModule(pl.LightningDataModule):
             image_dir,
             verify=verify,
             obfuscate=self.obfuscator if blur else None,
+            backgrounds=self.eval_backgrounds,
         )
 
     def _world(self) -> tuple[int, int]:

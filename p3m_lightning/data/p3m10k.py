@@ -436,6 +436,9 @@ class P3MEvalDataset(Dataset):
             None) and its matte, e.g. to build the face-blurred twin of a normal split on the
             fly (`Obfuscate`).
         names: Only these names (stems), e.g. a validation split held out from ``train/``.
+        backgrounds: Also give ``bg``, the background estimated from the (obfuscated) image and
+            its matte (``prepare_fgbg.estimate_fgbg``), the plate of background-based models
+            such as BASIC. Costs about a second per megapixel.
 
     Samples: ``image``: (3, H, W) float32 ImageNet-normalised; ``alpha``: (1, H, W) float32 in
     [0, 1]; ``trimap``: (1, H, W) uint8 0/128/255; ``face_mask``: (1, H, W) uint8 0/255, only when
@@ -451,9 +454,11 @@ class P3MEvalDataset(Dataset):
         verify: VerifyMode = "full",
         obfuscate: Obfuscate | None = None,
         names: Collection[str] | None = None,
+        backgrounds: bool = False,
     ) -> None:
         self.root = Path(root)
         self.image_dir = image_dir
+        self.backgrounds = backgrounds
         self.trimap_kernel = trimap_kernel
         self.obfuscate = obfuscate
         folders = [image_dir, "mask"]
@@ -488,6 +493,10 @@ class P3MEvalDataset(Dataset):
             "alpha": torch.from_numpy(alpha[None].astype(np.float32) / 255),
             "trimap": torch.from_numpy(np.ascontiguousarray(trimap[None])),
         }
+        if self.backgrounds:
+            from p3m_lightning.data.prepare_fgbg import estimate_fgbg
+
+            out["bg"] = torch.from_numpy(normalise_image(estimate_fgbg(image, alpha)[1]))
         if face_mask is not None:
             out["face_mask"] = torch.from_numpy(face_mask[None])
         if region is not None:

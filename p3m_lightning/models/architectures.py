@@ -42,6 +42,12 @@ BUILTIN_ARCHITECTURES = (
         description="SHM, Semantic Human Matting (ACM MM 2018)",
     ),
     Architecture(
+        "basic",
+        "p3m_lightning.models.basic.network:BASICNet",
+        "resize",
+        description="BASIC, Background Matting (CVPR 2020), image + background plate",
+    ),
+    Architecture(
         "dim",
         "p3m_lightning.models.dim.network:DIMNet",
         "trimap_guided",
