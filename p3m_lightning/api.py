@@ -9,7 +9,11 @@ Example::
     rgba = matter.cutout("photo.jpg", alpha)  # (H, W, 4) uint8, colour premultiplied
     on_white = matter.composite("photo.jpg", alpha, "#ffffff")
 
-Each photo goes through the test strategies of ``p3m_lightning.inference`` (docs/p3m-net.md §6) with
+    gca = Matter("gca.ckpt")  # a trimap-based method: a trimap per photo
+    alpha = gca.predict("photo.jpg", trimap="photo_trimap.png")
+
+Each photo goes through the model's inference strategy (``p3m_lightning.strategies``; for
+P3M-Net the test strategies of docs/p3m-net.md §6) with
 the reference's handling of sample photos: a photo whose shorter side exceeds 1080 pixels is
 first resized to a 1080-pixel shorter side, and the alpha is resized back to the photo's size.
 This also bounds memory: a 6000x4000 photo costs no more network memory than a 1620x1080 one.
@@ -22,7 +26,6 @@ than stretched.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
 
 import cv2
 import numpy as np
@@ -31,10 +34,12 @@ from PIL import Image, ImageColor
 from torch import nn
 
 from p3m_lightning.imageio import alpha_to_uint8, pil_to_rgb8, read_image, to_rgb8
-from p3m_lightning.inference import MAX_SIDE, Strategy, predict_alpha
-from p3m_lightning.models import P3MOutput, load_model
+from p3m_lightning.inference import MAX_SIDE
+from p3m_lightning.models import P3MNet, load_checkpoint
+from p3m_lightning.models.registry import get_architecture
 from p3m_lightning.normalization import normalize
 from p3m_lightning.runtime import BACKENDS, OnnxRuntimeNet
+from p3m_lightning.strategies import InferenceStrategy, build_strategy
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
 """A photo: an ``(H, W[, C])`` array (see ``imageio.to_rgb8``), a Pillow image or a file path."""
@@ -121,38 +126,38 @@ def _fit_background(background: Background, height: int, width: int) -> np.ndarr
     return bg[top : top + height, left : left + width]
 
 
-class _Autocast(nn.Module):
-    """Runs only the network under autocast; the strategy's resizes and trimap stay float32."""
-
-    selects_outputs = True
-
-    def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.net = net
-        self.device_type = device_type
-        self.dtype = dtype
-
-    def forward(self, image: torch.Tensor, outputs: Collection[str] | None = None) -> P3MOutput:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.net(image, outputs=outputs)
+def load_trimap(trimap: ImageLike) -> np.ndarray:
+    """A trimap (file, array or Pillow image) -> ``(H, W)`` uint8: 0 background, 255
+    foreground, anything else unknown (a colour file gives its first channel)."""
+    if isinstance(trimap, np.ndarray) and trimap.ndim == 2:
+        return to_rgb8(trimap)[..., 0]
+    return load_rgb(trimap)[..., 0]
 
 
 class Matter:
-    """A P3M-Net loaded once, matting any number of photos.
+    """A matting model loaded once, matting any number of photos.
+
+    Any registered method works: P3M-Net (and its journal variants), GFM, MODNet, SHM and
+    BASIC take the photo alone (BASIC also a background plate); the trimap-based methods (DIM,
+    AlphaGAN, GCA, IndexNet, FBA) need a trimap per photo (``predict(photo, trimap=...)``).
 
     Args:
         ckpt_path: a published ``.pth``, a bare state dict or a Lightning ``.ckpt`` of this
             project (see ``p3m_lightning.models.load_model``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        strategy: ``"hybrid"`` (recommended for real photos) or ``"resize"`` (the published
-            protocol); see ``p3m_lightning.inference.predict_alpha``.
+        strategy: an inference strategy name (``p3m_lightning.strategies.STRATEGIES``) or
+            component; ``None``: the method's choice for photos (P3M-Net: ``hybrid``; the
+            others: their published protocol, e.g. ``gfm_hybrid``, ``trimap_guided``).
         precision: ``"32"`` or ``"bf16"`` (the network under bfloat16 autocast; the strategy's
             resizing and the returned alpha stay float32).
         max_side: cap on each side the network sees.
         shorter_side_limit: photos whose shorter side exceeds this are matted at this shorter
             side and the alpha is resized back; ``None`` or 0 matte at full size.
-        backend: ``"torch"``, or ``"onnxruntime"`` (CPU, fp32): the network exported once per
-            checkpoint to a cache folder and run by ONNX Runtime (``p3m_lightning.runtime``).
+        backend: ``"torch"``, or ``"onnxruntime"`` (CPU, fp32, P3M-Net only): the network
+            exported once per checkpoint to a cache folder and run by ONNX Runtime
+            (``p3m_lightning.runtime``).
+        architecture: the registered method of a file that does not name it (a published or
+            bare state dict of another method than P3M-Net), e.g. ``"gfm"``.
 
     Raises:
         ValueError: an unknown strategy or precision, or CUDA asked for but not available.
@@ -163,17 +168,13 @@ class Matter:
         self,
         ckpt_path: str | os.PathLike,
         device: str | torch.device = "cpu",
-        strategy: Strategy | str = Strategy.HYBRID,
+        strategy: str | InferenceStrategy | None = None,
         precision: str | int = "32",
         max_side: int = MAX_SIDE,
         shorter_side_limit: int | None = SHORTER_SIDE_LIMIT,
         backend: str = "torch",
+        architecture: str | None = None,
     ) -> None:
-        try:
-            self.strategy = Strategy(strategy)
-        except ValueError:
-            choices = ", ".join(s.value for s in Strategy)
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {choices}") from None
         self.precision = str(precision)
         if self.precision not in PRECISIONS:
             raise ValueError(
@@ -191,13 +192,35 @@ class Matter:
         if backend != "torch" and (self.device.type != "cpu" or self.precision != "32"):
             raise ValueError(f"backend {backend!r} runs on device 'cpu' at precision '32' only")
         self.backend = backend
-        self.model = load_model(ckpt_path, map_location=self.device, fuse_bn=True)
-        dtype = PRECISIONS[self.precision]
-        self._net: Callable[..., P3MOutput] = (
-            self.model if dtype == torch.float32 else _Autocast(self.model, self.device.type, dtype)
+        loaded = load_checkpoint(
+            ckpt_path, map_location=self.device, fuse_bn=True, architecture=architecture
         )
+        self.model = loaded.net
+        self.architecture = loaded.architecture
+        photo_strategy = get_architecture(loaded.architecture).photo_strategy
+        self.strategy = build_strategy(
+            strategy if strategy is not None else photo_strategy or loaded.strategy,
+            self.max_side,
+        )
+        self.inputs: tuple[str, ...] = tuple(getattr(self.model, "inputs", ("image",)))
+        self._net: nn.Module | OnnxRuntimeNet = self.model
         if backend == "onnxruntime":
+            if not isinstance(self.model, P3MNet):
+                raise ValueError(
+                    f"backend 'onnxruntime' exports P3M-Net only; this checkpoint is "
+                    f"{self.architecture}: use backend 'torch'"
+                )
             self._net = OnnxRuntimeNet(self.model, ckpt_path)
+
+    @property
+    def needs_trimap(self) -> bool:
+        """The model is trimap-based: ``predict`` needs a trimap per photo."""
+        return "trimap" in self.inputs
+
+    @property
+    def needs_plate(self) -> bool:
+        """The model is background-based (BASIC): ``predict`` needs a background plate."""
+        return "bg" in self.inputs
 
     def _working_size(self, height: int, width: int) -> tuple[int, int]:
         """Size the photo is matted at: the shorter side capped at ``shorter_side_limit``."""
@@ -208,34 +231,82 @@ class Matter:
         return max(limit, round(height * scale)), max(limit, round(width * scale))
 
     @torch.inference_mode()
-    def predict(self, image: ImageLike) -> np.ndarray:
+    def predict(
+        self, image: ImageLike, trimap: ImageLike | None = None, plate: ImageLike | None = None
+    ) -> np.ndarray:
         """Alpha matte of one photo.
 
         Args:
             image: an ``ImageLike`` (RGB; a path is read with EXIF orientation applied).
+            trimap: the photo's trimap (same size; 0 background, 255 foreground, other values
+                unknown), required by trimap-based models, ignored by the others.
+            plate: the photo's background without the person (same size), required by
+                background-based models (BASIC), ignored by the others.
 
         Returns:
             ``(H, W)`` float32 alpha in [0, 1], at the photo's own size.
+
+        Raises:
+            ValueError: a trimap or plate is needed and missing, or its size differs.
         """
         rgb = load_rgb(image)
         height, width = rgb.shape[:2]
+        guides: dict[str, np.ndarray] = {}
+        for key, given, what in (("trimap", trimap, "a trimap"), ("bg", plate, "a plate")):
+            if key not in self.inputs:
+                continue
+            if given is None:
+                raise ValueError(
+                    f"{self.architecture} needs {what} for every photo "
+                    f"({'trimap' if key == 'trimap' else 'plate'}=...)"
+                )
+            array = load_trimap(given) if key == "trimap" else load_rgb(given)
+            if array.shape[:2] != (height, width):
+                raise ValueError(
+                    f"{what[2:]} is {array.shape[1]}x{array.shape[0]}, the photo {width}x{height}"
+                )
+            guides[key] = array
         work_h, work_w = self._working_size(height, width)
         if (work_h, work_w) != (height, width):
             # Shrinking the uint8 photo (area-averaged) keeps no full-size float copy.
             rgb = cv2.resize(rgb, (work_w, work_h), interpolation=cv2.INTER_AREA)
+            guides = {
+                k: cv2.resize(
+                    v,
+                    (work_w, work_h),
+                    interpolation=cv2.INTER_NEAREST if k == "trimap" else cv2.INTER_AREA,
+                )
+                for k, v in guides.items()
+            }
         pad_h, pad_w = max(0, MIN_SIDE - work_h), max(0, MIN_SIDE - work_w)
         if pad_h or pad_w:
             rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
-        # A copy: the caller's array may be read-only (Pillow's) and must not be aliased.
-        x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0)
-        x = normalize(x.float().div_(255.0))
-        alpha = predict_alpha(self._net, x, self.strategy, self.max_side)
-        alpha = alpha[:work_h, :work_w].cpu().numpy()
+            guides = {
+                k: np.pad(v, ((0, pad_h), (0, pad_w), *((0, 0),) * (v.ndim - 2)), mode="reflect")
+                for k, v in guides.items()
+            }
+        inputs = {"image": self._tensor(rgb)}
+        if "trimap" in guides:
+            inputs["trimap"] = torch.tensor(guides["trimap"], device=self.device)[None, None]
+            inputs["trimap"] = inputs["trimap"].float()
+        if "bg" in guides:
+            inputs["bg"] = self._tensor(guides["bg"])
+        dtype = PRECISIONS[self.precision]
+        # Only the network's own layers run under autocast (resizes and trimaps are not
+        # autocast ops, and every strategy reads the outputs as float32).
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            alpha = self.strategy(self._net, inputs)
+        alpha = alpha[:work_h, :work_w].float().cpu().numpy()
         if (work_h, work_w) != (height, width):
             alpha = np.clip(
                 cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1
             )
         return np.ascontiguousarray(alpha, dtype=np.float32)
+
+    def _tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        # A copy: the caller's array may be read-only (Pillow's) and must not be aliased.
+        x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0)
+        return normalize(x.float().div_(255.0))
 
     @staticmethod
     def cutout(image: ImageLike, alpha: np.ndarray) -> np.ndarray:

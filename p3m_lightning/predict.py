@@ -6,6 +6,12 @@ For every input photo ``<stem>.<ext>`` it writes, into the output folder:
 - ``<stem>_rgba.png``: the RGBA cut-out, colour premultiplied by alpha (docs/p3m-net.md §6);
 - ``<stem>_composite.png``: only with ``composite=<colour or image>``.
 
+A trimap-based model (DIM, AlphaGAN, GCA, IndexNet, FBA) needs a trimap per photo: the file
+``<stem>_trimap.png`` beside the photo, or ``<stem>.png`` / ``<stem>_trimap.png`` in the folder
+``trimap=<folder>``; a background-based model (BASIC) likewise a plate ``<stem>_bg.<ext>``
+(or in ``plate=<folder>``). Without one for every photo the run stops before matting any,
+naming the photos that lack one. Such guide files are never taken as photos.
+
 Photos sharing a stem (``a.jpg`` and ``a.png``) are told apart by their suffix
 (``a_jpg_alpha.png``, ``a_png_alpha.png``), then by a number. A photo that cannot be read or
 matted is reported by name and reason, and the others are still processed; the exit status is 1
@@ -47,11 +53,14 @@ if TYPE_CHECKING:
 
 USAGE = (
     "usage: python predict.py ckpt_path=<published .pth or Lightning .ckpt> "
-    "input=<file|folder|glob> output=<folder> [strategy=hybrid|resize] [device=cpu|cuda] "
+    "input=<file|folder|glob> output=<folder> [trimap=<folder>] [plate=<folder>] "
+    "[architecture=<method>] [strategy=hybrid|resize|...] [device=cpu|cuda] "
     "[precision=32|bf16] [backend=torch|onnxruntime] [composite='#RRGGBB'|<background image>]"
 )
 OUTPUT_KINDS = ("alpha", "rgba", "composite")
 """Suffixes of the files this tool writes; such files in the output folder are not inputs."""
+GUIDE_KINDS = {"trimap": "trimap", "bg": "plate"}
+"""Per-photo guide files (``<stem>_trimap.png``, ``<stem>_bg.jpg``): never inputs themselves."""
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,10 +93,61 @@ def find_inputs(spec: str, output_dir: Path | None = None) -> list[Path]:
     def is_own_output(p: Path) -> bool:
         return p.parent.resolve() == out and p.stem.rsplit("_", 1)[-1] in OUTPUT_KINDS
 
-    found = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and not is_own_output(p)]
+    def is_guide(p: Path) -> bool:
+        return p.stem.rsplit("_", 1)[-1] in GUIDE_KINDS
+
+    found = [
+        p
+        for p in candidates
+        if p.suffix.lower() in IMAGE_SUFFIXES and not is_own_output(p) and not is_guide(p)
+    ]
     if not found:
         raise UsageError(f"input {spec!r}: no images found (suffixes: {', '.join(IMAGE_SUFFIXES)})")
     return found
+
+
+def find_guide(photo: Path, kind: str, folder: str | None) -> Path | None:
+    """The ``kind`` (``trimap`` or ``bg``) file of ``photo``: ``<stem>_<kind>.<ext>`` beside it,
+    or in ``folder`` ``<stem>_<kind>.<ext>`` or ``<stem>.<ext>``; ``None`` if there is none."""
+    places = [photo.parent] if folder is None else [Path(folder).expanduser()]
+    names = [f"{photo.stem}_{kind}"] + ([photo.stem] if folder is not None else [])
+    for place in places:
+        for name in names:
+            for suffix in IMAGE_SUFFIXES:
+                candidate = place / f"{name}{suffix}"
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def find_guides(
+    inputs: Sequence[Path], needed: Sequence[str], folders: dict[str, str | None]
+) -> list[dict[str, Path]]:
+    """Per photo, the guide files the model needs (``trimap``, ``bg``).
+
+    Raises:
+        UsageError: some photos have none, named (the model cannot matte them).
+    """
+    guides: list[dict[str, Path]] = [{} for _ in inputs]
+    for kind in needed:
+        missing = []
+        for i, photo in enumerate(inputs):
+            found = find_guide(photo, kind, folders.get(kind))
+            if found is None:
+                missing.append(photo)
+            else:
+                guides[i][kind] = found
+        if missing:
+            where = folders.get(kind) or "beside each photo"
+            shown = ", ".join(str(p) for p in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            option = "trimap" if kind == "trimap" else "plate"
+            raise UsageError(
+                f"this model needs a {GUIDE_KINDS[kind]} per photo: <stem>_{kind}.png "
+                f"({where}); none for {shown}{more}. Give them, or a folder with "
+                f"{option}=<folder>"
+            )
+    return guides
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
@@ -117,8 +177,11 @@ def _required(cfg: DictConfig, key: str) -> str:
     return str(value)
 
 
-def _prepare(cfg: DictConfig) -> tuple[Matter, list[Path], Path, Background | None]:
-    """Check the configuration and load the model: the model, photos, output folder, background.
+def _prepare(
+    cfg: DictConfig,
+) -> tuple[Matter, list[Path], list[dict[str, Path]], Path, Background | None]:
+    """Check the configuration and load the model: the model, photos, their guide files
+    (trimaps, plates), output folder, background.
 
     Raises:
         UsageError: with the reason, for any mistake in the configuration or the checkpoint.
@@ -141,24 +204,28 @@ def _prepare(cfg: DictConfig) -> tuple[Matter, list[Path], Path, Background | No
             max_side=cfg.max_side,
             shorter_side_limit=cfg.shorter_side_limit,
             backend=cfg.get("backend", "torch"),
+            architecture=cfg.get("architecture"),
         )
         # A bad colour or background image fails now, not once per photo.
         composite = cfg.get("composite")
         background = None if composite is None else parse_background(str(composite))
     except (ValueError, ImportError, CheckpointError, ImageReadError) as err:
         raise UsageError(str(err)) from None
+    needed = [k for k in GUIDE_KINDS if k in matter.inputs]
+    guides = find_guides(inputs, needed, {"trimap": cfg.get("trimap"), "bg": cfg.get("plate")})
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"output {str(output_dir)!r}: cannot create ({err.strerror})") from None
-    return matter, inputs, output_dir, background
+    return matter, inputs, guides, output_dir, background
 
 
 def predict(cfg: DictConfig) -> int:
     """Matte every input photo; print a summary; return the exit status.
 
     Args:
-        cfg: the ``conf/predict.yaml`` keys: ``ckpt_path``, ``input``, ``output``, ``strategy``,
+        cfg: the ``conf/predict.yaml`` keys: ``ckpt_path``, ``input``, ``output``, ``trimap``,
+            ``plate``, ``architecture``, ``strategy``,
             ``device``, ``precision``, ``backend``, ``composite``, ``max_side``,
             ``shorter_side_limit``.
 
@@ -166,19 +233,19 @@ def predict(cfg: DictConfig) -> int:
         0 if every photo was matted, 1 if any failed, 2 on a usage error.
     """
     try:
-        matter, inputs, output_dir, background = _prepare(cfg)
+        matter, inputs, guides, output_dir, background = _prepare(cfg)
     except UsageError as err:
         print(f"predict: {err}", file=sys.stderr)
         return EXIT_USAGE
 
     start = time.perf_counter()
-    failures = _matte_all(matter, inputs, output_dir, background)
+    failures = _matte_all(matter, inputs, guides, output_dir, background)
     seconds = time.perf_counter() - start
 
     done = len(inputs) - len(failures)
     print(
         f"{done} done, {len(failures)} failed in {seconds:.2f} s "
-        f"({seconds / len(inputs):.2f} s/photo, {matter.strategy.value}, "
+        f"({seconds / len(inputs):.2f} s/photo, {matter.strategy.name}, "
         f"precision {matter.precision}, {matter.backend} on {matter.device}); "
         f"outputs in {output_dir}"
     )
@@ -197,8 +264,24 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _read(photo: Path, guides: dict[str, Path]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The photo and its guide maps (trimap as 8-bit grey, plate as RGB)."""
+    from p3m_lightning.api import load_trimap
+
+    rgb = read_image(photo)
+    maps = {
+        kind: load_trimap(path) if kind == "trimap" else read_image(path)
+        for kind, path in guides.items()
+    }
+    return rgb, maps
+
+
 def _matte_all(
-    matter: Matter, inputs: list[Path], output_dir: Path, background: Background | None
+    matter: Matter,
+    inputs: list[Path],
+    guides: list[dict[str, Path]],
+    output_dir: Path,
+    background: Background | None,
 ) -> list[tuple[Path, str]]:
     """Matte every photo with the one loaded model; returns the failures (path, reason).
 
@@ -221,14 +304,17 @@ def _matte_all(
         ThreadPoolExecutor(1, thread_name_prefix="read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
     ):
-        reads = deque(reader.submit(read_image, path) for path, _ in jobs[:PREFETCH])
+        reads = deque(
+            reader.submit(_read, path, guides[i]) for i, (path, _) in enumerate(jobs[:PREFETCH])
+        )
         for index, (path, stem) in enumerate(tqdm(jobs, desc="matting", unit="photo")):
             future = reads.popleft()
             if index + PREFETCH < len(jobs):
-                reads.append(reader.submit(read_image, jobs[index + PREFETCH][0]))
+                ahead = index + PREFETCH
+                reads.append(reader.submit(_read, jobs[ahead][0], guides[ahead]))
             try:
-                rgb = future.result()
-                alpha = matter.predict(rgb)
+                rgb, maps = future.result()
+                alpha = matter.predict(rgb, trimap=maps.get("trimap"), plate=maps.get("bg"))
             except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
                 failures[index] = (path, _describe(err))
                 continue

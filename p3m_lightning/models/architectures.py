@@ -13,6 +13,7 @@ BUILTIN_ARCHITECTURES = (
         "p3m_net",
         "p3m_lightning.models.p3mnet:P3MNet",
         "resize",
+        photo_strategy="hybrid",
         builder="p3m_lightning.models.p3mnet:build_p3mnet",
         description="P3M-Net (ACM MM 2021), ResNet-34-mp or timm encoder",
     ),

@@ -36,6 +36,8 @@ class Architecture:
             arguments unless ``builder`` is given.
         default_strategy: the inference strategy of its published test protocol
             (``p3m_lightning.strategies.STRATEGIES``).
+        photo_strategy: the strategy recommended for one's own photos, where it differs
+            (P3M-Net: ``hybrid``); ``None``: ``default_strategy``.
         builder: optional ``"module:function"`` taking the config dict (for architectures
             whose config nests components, e.g. P3M-Net's encoder).
         published: optional ``"module:function"`` translating the authors' released state
@@ -46,6 +48,7 @@ class Architecture:
     name: str
     target: str
     default_strategy: str
+    photo_strategy: str | None = None
     builder: str | None = None
     published: str | None = None
     description: str = ""
