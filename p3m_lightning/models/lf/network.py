@@ -6,7 +6,7 @@ decoder the background probability ``B``. A small fusion network looks at the im
 probabilities and both decoders' last features and predicts a per-pixel blending weight
 ``beta``; the matte is the late fusion ``alpha = beta F + (1 - beta)(1 - B)``.
 
-The authors' Keras code and model were only distributed through a cloud-drive link, never in a
+The authors' code and model were only distributed through a cloud-drive link, never in a
 public repository; this network follows the paper. Module names are ours (no checkpoint to
 match) except the encoder's, which are torchvision's DenseNet ``features`` names so that a local
 ImageNet ``densenet201`` state dict loads.
