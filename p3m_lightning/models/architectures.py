@@ -43,6 +43,18 @@ BUILTIN_ARCHITECTURES = (
         description="SHM, Semantic Human Matting (ACM MM 2018)",
     ),
     Architecture(
+        "lf",
+        "p3m_lightning.models.lf.network:LFNet",
+        "resize",
+        description="LF, Late Fusion matting (CVPR 2019), DenseNet-201",
+    ),
+    Architecture(
+        "hatt",
+        "p3m_lightning.models.hatt.network:HATTNet",
+        "resize",
+        description="HATT, hierarchical attention matting (CVPR 2020), ResNeXt-101",
+    ),
+    Architecture(
         "basic",
         "p3m_lightning.models.basic.network:BASICNet",
         "resize",
