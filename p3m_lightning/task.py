@@ -71,6 +71,14 @@ class MattingTask(pl.LightningModule):
         feature_copy_paste: P3M-FCP: training batches that carry ``cp_source`` and
             ``cp_mask`` run through it (`p3m_lightning.models.feature_copy_paste`).
         fcp_start_epoch: first epoch of P3M-FCP (the journal's ``START_EPOCH``).
+        discriminator: adversarial methods (AlphaGAN; HATT optionally): the discriminator. The
+            loss gets it (``loss.attach_discriminator``) for its adversarial term, and each
+            training step alternates two optimisers (manual optimisation): a generator step
+            on the loss, then a discriminator step on ``discriminator_loss``.
+        discriminator_loss: ``(discriminator, outputs, batch) -> scalar``, the predictions
+            detached inside (e.g. ``p3m_lightning.losses.alphagan.discriminator_loss``).
+        discriminator_optimizer: a partial optimiser for the discriminator (default: the
+            generator's factory).
     """
 
     def __init__(
@@ -85,11 +93,24 @@ class MattingTask(pl.LightningModule):
         channels_last: bool = False,
         feature_copy_paste: FeatureCopyPaste | None = None,
         fcp_start_epoch: int = 0,
+        discriminator: nn.Module | None = None,
+        discriminator_loss: Callable[..., torch.Tensor] | None = None,
+        discriminator_optimizer: Callable[[Iterable[Any]], torch.optim.Optimizer] | None = None,
     ) -> None:
         super().__init__()
         # Modules and callables stay out of the checkpoint: it must load with weights_only.
         self.save_hyperparameters(
-            ignore=["net", "loss", "optimizer", "scheduler", "feature_copy_paste", "strategy"]
+            ignore=[
+                "net",
+                "loss",
+                "optimizer",
+                "scheduler",
+                "feature_copy_paste",
+                "strategy",
+                "discriminator",
+                "discriminator_loss",
+                "discriminator_optimizer",
+            ]
         )
         self.strategy = build_strategy(strategy, max_side)
         self.hparams["strategy"] = self.strategy.name
@@ -100,6 +121,18 @@ class MattingTask(pl.LightningModule):
         self.loss = loss if loss is not None else P3MLoss()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
         self.scheduler_factory = scheduler
+        self.discriminator = discriminator
+        self.discriminator_loss = discriminator_loss
+        self.discriminator_optimizer = discriminator_optimizer or self.optimizer_factory
+        if discriminator is not None:
+            if discriminator_loss is None or not hasattr(self.loss, "attach_discriminator"):
+                raise ValueError(
+                    "adversarial training needs discriminator_loss and a loss with "
+                    f"attach_discriminator; {type(self.loss).__name__} has none"
+                )
+            self.loss.attach_discriminator(discriminator)
+            # Two optimisers alternate within each step.
+            self.automatic_optimization = False
         self.val_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.test_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.val_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
@@ -166,6 +199,8 @@ class MattingTask(pl.LightningModule):
         else:
             out = self.net(*inputs.values())
         terms = self.loss(out, batch)
+        if self.discriminator is not None:
+            terms = {**terms, **self._adversarial_step(terms["loss"], out, batch)}
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()},
             on_step=True,
@@ -174,6 +209,29 @@ class MattingTask(pl.LightningModule):
         )
         self.log("train/loss_step", terms["loss"].detach(), prog_bar=True, logger=False)
         return terms["loss"]
+
+    def _adversarial_step(
+        self, loss: torch.Tensor, out: Any, batch: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Generator step on ``loss``, then a discriminator step; returns ``loss_d``."""
+        opt_g, opt_d = self.optimizers()
+        opt_g.zero_grad()
+        self.manual_backward(loss)
+        opt_g.step()
+        loss_d = self.discriminator_loss(self.discriminator, out, batch)
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        return {"loss_d": loss_d}
+
+    def on_train_epoch_end(self) -> None:
+        """With manual optimisation, step the (per-epoch) schedulers here."""
+        if self.automatic_optimization:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
 
     def _evaluate(
         self, stage: str, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int
@@ -233,14 +291,15 @@ class MattingTask(pl.LightningModule):
         """Log the ten metrics of each evaluation set."""
         self._log_metrics("test", self.test_metrics)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
         """The configured optimiser and optional scheduler.
 
         Parameter groups come from the network's ``param_groups()`` when it has one (P3M-Net:
         ``decoder`` and ``encoder``; IndexNet: new layers and the pretrained backbone), else
         one group of every trainable parameter. A group named ``encoder`` takes
         ``encoder_lr`` when set; a group with ``lr_scale`` runs at that multiple of the
-        optimiser's learning rate.
+        optimiser's learning rate. With a discriminator: the generator's and the
+        discriminator's optimisers, in that order.
         """
         if hasattr(self.net, "param_groups"):
             groups = [dict(g) for g in self.net.param_groups()]
@@ -253,6 +312,13 @@ class MattingTask(pl.LightningModule):
         for group in optimizer.param_groups:
             if "lr_scale" in group:
                 group["lr"] = group["lr"] * group["lr_scale"]
+        if self.discriminator is not None:
+            critic = self.discriminator_optimizer(
+                [p for p in self.discriminator.parameters() if p.requires_grad]
+            )
+            if self.scheduler_factory is None:
+                return [optimizer, critic]
+            return [optimizer, critic], [self.scheduler_factory(optimizer)]
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)

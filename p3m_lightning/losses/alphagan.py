@@ -93,6 +93,11 @@ class AlphaGANLoss(nn.Module):
         self.dim = DIMLoss(w_alpha=w_alpha, w_comp=w_comp, w_refine=0.0)
         self.w_adv = w_adv
 
+    def attach_discriminator(self, discriminator: nn.Module) -> None:
+        """Use ``discriminator`` for the adversarial term (held by reference, not registered:
+        the training task owns it, its optimiser and its place in the checkpoint)."""
+        self._discriminator = [discriminator]
+
     def forward(
         self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
     ) -> dict[str, Tensor]:

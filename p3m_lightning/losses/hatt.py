@@ -130,6 +130,11 @@ class HATTLoss(nn.Module):
         self.w_adv = w_adv
         self.ssim_window = ssim_window
 
+    def attach_discriminator(self, discriminator: nn.Module) -> None:
+        """Use ``discriminator`` for the adversarial term (held by reference, not registered:
+        the training task owns it, its optimiser and its place in the checkpoint)."""
+        self._discriminator = [discriminator]
+
     def forward(
         self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
     ) -> dict[str, Tensor]:
