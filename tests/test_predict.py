@@ -204,3 +204,48 @@ def test_folder_batch_equals_matting_each_photo_alone(ckpt: Path, tmp_path: Path
         rgba = np.asarray(Image.open(out / f"p{i}_rgba.png"))
         np.testing.assert_array_equal(rgba, matter.cutout(rgb, alpha))
     assert not (out / "p2_broken_alpha.png").exists()
+
+
+def _dim_checkpoint(path: Path) -> Path:
+    import torch
+
+    from p3m_lightning.models.checkpoint import architecture_record
+    from p3m_lightning.models.dim import DIMNet
+
+    net = DIMNet(width=8, refiner_channels=8).eval()
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "architecture": architecture_record(net)}, path)
+    return path
+
+
+def test_trimap_based_model_takes_a_trimap_per_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = _dim_checkpoint(tmp_path / "dim.ckpt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        Image.fromarray(_photo(40, 48, seed)).save(photos / f"{name}.jpg")
+    trimap = np.full((40, 48), 128, np.uint8)
+    trimap[:8], trimap[-8:] = 0, 255
+    Image.fromarray(trimap).save(photos / "a_trimap.png")
+    out = tmp_path / "out"
+    # b has no trimap: nothing is matted, and the message names b.
+    assert predict(_cfg(ckpt_path=str(ckpt), input=str(photos), output=str(out))) == 2
+    err = capsys.readouterr().err
+    assert "needs a trimap per photo" in err and "b.jpg" in err and "a.jpg" not in err
+    assert not out.exists()
+    # With a trimap folder for both (named <stem>.png there), both are matted.
+    folder = tmp_path / "trimaps"
+    folder.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(trimap).save(folder / f"{name}.png")
+    assert (
+        predict(_cfg(ckpt_path=str(ckpt), input=str(photos), output=str(out), trimap=str(folder)))
+        == 0
+    )
+    assert "2 done, 0 failed" in capsys.readouterr().out
+    alpha = np.asarray(Image.open(out / "a_alpha.png"))
+    assert (alpha[:8] == 0).all() and (alpha[-8:] == 255).all()
+    # The trimap beside a photo is a guide, never a photo itself.
+    assert [p.name for p in find_inputs(str(photos))] == ["a.jpg", "b.jpg"]

@@ -172,3 +172,22 @@ def _held_out(root: Path, seed: int) -> list[str]:
     dm = _module(root, val_split=2, seed=seed)
     dm.setup("fit")
     return dm.heldout_names
+
+
+def test_trimap_based_models_need_the_test_sets_trimaps(synthetic_root: Path, tmp_path) -> None:
+    import shutil
+
+    root = tmp_path / "no_trimaps"
+    shutil.copytree(synthetic_root, root)
+    shutil.rmtree(root / "validation" / "P3M-500-NP" / "trimap")
+    module = _module(root, eval_sets=["P3M-500-P", "P3M-500-NP"])
+    module.setup("test")
+    with pytest.raises(DatasetError, match=r"P3M-500-NP under .* have no trimap/ folder"):
+        module.trimap_sources()
+    assert module.trimap_sources(allow_generated=True) == {
+        "P3M-500-P": "files",
+        "P3M-500-NP": "generated",
+    }
+    accepting = _module(root, eval_sets=["P3M-500-NP"], generated_trimaps=True)
+    accepting.setup("test")
+    assert accepting.trimap_sources() == {"P3M-500-NP": "generated"}

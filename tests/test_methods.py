@@ -1,0 +1,224 @@
+"""Every method of the benchmark trains, tests, evaluates and predicts through the entry points.
+
+Each ``model=<method>`` config runs the PPT B-training recipe (``experiment=ppt_b``) on a tiny
+synthetic P3M-10k at reduced widths, one epoch; its checkpoint is then rebuilt from the file
+alone and scored again by ``eval.py``'s ``evaluate``, which must give the training run's own
+test figures (same protocol: strategy, trimaps, plates).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from p3m_lightning.evaluate import evaluate
+from p3m_lightning.models import load_checkpoint
+from p3m_lightning.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SETS = ("P3M-500-P", "P3M-500-NP", "P3M-500-NP-B")
+DATA = [
+    "data=synthetic",
+    "data.synthetic.n_train=4",
+    "data.synthetic.n_val=2",
+    "data.synthetic.min_side=96",
+    "data.synthetic.max_side=136",
+    "data.train_size=64",
+    "data.batch_size=2",
+    "data.max_eval_images=1",
+]
+# Reduced widths: the architecture of each method, small enough for a CPU test.
+METHODS: dict[str, tuple[str, list[str], str]] = {
+    # model config: (registered architecture, overrides, default strategy)
+    "p3m_timm": (
+        "p3m_net",
+        ["model.net.encoder.name=resnet18", "model.net.encoder.stem_channels=[16,32]"],
+        "resize",
+    ),
+    "p3m_swin_t": (
+        "p3m_journal",
+        [
+            "+model.net.backbone_config.embed_dim=8",
+            "+model.net.backbone_config.depths=[2,2,2,2]",
+            "+model.net.backbone_config.heads=[1,1,2,2]",
+        ],
+        "hybrid",
+    ),
+    "p3m_vitae_s": (
+        "p3m_journal",
+        [
+            "+model.net.backbone_config.token_dims=[8,16,32,64]",
+            "+model.net.backbone_config.depths=[1,1,1,1]",
+            "+model.net.backbone_config.heads=[1,2,2,4]",
+            "+model.net.backbone_config.groups=[1,2,4,8]",
+        ],
+        "hybrid",
+    ),
+    "gfm": ("gfm", ["model.net.width=8"], "gfm_hybrid"),
+    "modnet": ("modnet", ["model.net.hr_channels=8", "model.net.width_mult=0.25"], "modnet"),
+    "shm": ("shm", ["model.net.psp_width=16", "model.net.mnet_width_mult=0.125"], "resize"),
+    "lf": (
+        "lf",
+        [
+            "model.net.growth_rate=4",
+            "model.net.block_config=[1,1,1,1]",
+            "model.net.num_init_features=8",
+            "model.net.decoder_widths=[8,8,8,8,8]",
+            "model.net.fusion_width=8",
+        ],
+        "resize",
+    ),
+    "hatt": (
+        "hatt",
+        [
+            "model.net.layers=[1,1,1,1]",
+            "model.net.groups=2",
+            "model.net.width_per_group=4",
+            "model.net.aspp_width=8",
+            "model.net.low_width=8",
+            "model.net.decoder_width=8",
+        ],
+        "resize",
+    ),
+    "basic": (
+        "basic",
+        ["model.net.ngf=8", "model.net.n_blocks1=2", "model.net.n_blocks2=1"],
+        "resize",
+    ),
+    "dim": ("dim", ["model.net.width=8", "model.net.refiner_channels=8"], "trimap_guided"),
+    "alphagan": (
+        "alphagan",
+        ["model.net.width=8", "model.net.aspp_width=8", "model.discriminator.width=8"],
+        "trimap_guided",
+    ),
+    "gca": (
+        "gca",
+        ["model.net.encoder_layers=[1,1,1,1]", "model.net.decoder_layers=[1,1,1,1]"],
+        "trimap_guided",
+    ),
+    "indexnet": ("indexnet", [], "trimap_guided"),
+    "fba": ("fba", [], "trimap_guided"),
+}
+
+
+def _compose(tmp: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "out")
+        cfg.paths.root_dir = str(tmp)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("methods") / "synthetic"
+
+
+@pytest.fixture(autouse=True)
+def no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("P3M_IMAGENET_WEIGHTS", raising=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method_trains_evaluates_and_reloads(tmp_path: Path, data_root: Path, method: str):
+    architecture, overrides, strategy = METHODS[method]
+    cfg = _compose(
+        tmp_path,
+        [
+            f"model={method}",
+            "experiment=ppt_b",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "from_scratch=true",
+            "validate_before=false",
+            "logger=none",
+            "callbacks.progress_bar=null",
+            f"data.root={data_root}",
+            *DATA,
+            *overrides,
+        ],
+    )
+    result = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == (method if method not in ("p3m_timm",) else "p3m_net")
+    assert metrics["init"] == "scratch"
+    for name in SETS:
+        for key in ("sad", "mse", "sad_trimap", "mse_trimap"):
+            value = result["after"][f"test/{name}/{key}"]
+            assert np.isfinite(value) and value >= 0.0
+
+    loaded = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert loaded.architecture == architecture
+    assert loaded.strategy == strategy
+    assert not loaded.net.training
+
+    # eval.py on the checkpoint alone: the same figures as the run's own test.
+    eval_cfg = OmegaConf.create(
+        {
+            "ckpt_path": str(out / "checkpoints" / "last.ckpt"),
+            "architecture": None,
+            "architecture_config": None,
+            "strategy": None,
+            "max_side": 1600,
+            "save_predictions": False,
+            "device": "cpu",
+            "precision": "32",
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "paths": {"output_dir": str(tmp_path / "eval")},
+        }
+    )
+    summary = evaluate(eval_cfg)
+    assert summary["architecture"] == architecture
+    assert summary["strategy"] == strategy
+    for name in SETS:
+        for key in ("sad", "mse", "sad_trimap"):
+            assert summary["sets"][name][key] == pytest.approx(
+                result["after"][f"test/{name}/{key}"], rel=1e-4, abs=1e-6
+            ), (name, key)
+
+
+def test_every_method_config_is_tested() -> None:
+    configs = {p.stem for p in (CONF / "model").glob("*.yaml")}
+    assert configs - set(METHODS) == {"p3m_r34"}  # the default: every other test trains it
+
+
+def test_trimap_based_alpha_follows_the_trimap(tmp_path: Path) -> None:
+    """A trimap-based checkpoint through Matter: 0 / 1 where the trimap says so."""
+    from p3m_lightning.api import Matter
+    from p3m_lightning.models.checkpoint import architecture_record
+    from p3m_lightning.models.dim import DIMNet
+
+    net = DIMNet(width=8, refiner_channels=8).eval()
+    path = tmp_path / "dim.ckpt"
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "architecture": architecture_record(net),
+        },
+        path,
+    )
+    matter = Matter(path)
+    assert matter.needs_trimap and matter.strategy.name == "trimap_guided"
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    trimap = np.full((50, 70), 128, np.uint8)
+    trimap[:10] = 0
+    trimap[-10:] = 255
+    with pytest.raises(ValueError, match="needs a trimap"):
+        matter.predict(photo)
+    with pytest.raises(ValueError, match="the photo 70x50"):
+        matter.predict(photo, trimap=trimap[:40])
+    alpha = matter.predict(photo, trimap=trimap)
+    assert alpha.shape == (50, 70)
+    assert (alpha[:10] == 0).all() and (alpha[-10:] == 1).all()
+    unknown = alpha[10:-10]
+    assert ((unknown > 0) & (unknown < 1)).any()

@@ -1,0 +1,107 @@
+"""Inference strategies on stub networks whose outputs are known exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from p3m_lightning.inference import Strategy, predict_alpha
+from p3m_lightning.models import P3MNet
+from p3m_lightning.strategies import (
+    STRATEGIES,
+    Resize,
+    TrimapGuided,
+    build_strategy,
+)
+
+
+class MeanNet(nn.Module):
+    """alpha = sigmoid(mean of the image channels); records the sizes it was called at."""
+
+    inputs = ("image",)
+    input_divisor = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.sizes.append(tuple(image.shape[-2:]))
+        return {"alpha": torch.sigmoid(image.mean(dim=1, keepdim=True))}
+
+
+class TrimapEcho(nn.Module):
+    """A trimap-based stub: alpha = 0.5 everywhere; records its inputs."""
+
+    inputs = ("image", "trimap")
+    input_divisor = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.Size, torch.Size]] = []
+
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen.append((image.shape, trimap.shape))
+        return {"alpha": torch.full_like(trimap, 0.5), "trimap_seen": trimap}
+
+
+def test_resize_runs_at_half_size_rounded_to_the_divisor() -> None:
+    net = MeanNet()
+    image = torch.randn(1, 3, 150, 230)
+    alpha = Resize(scale=0.5)(net, {"image": image})
+    assert net.sizes == [(64, 96)]  # 75 -> 64, 115 -> 96
+    assert alpha.shape == (150, 230) and alpha.dtype == torch.float32
+    assert float(alpha.min()) >= 0.0 and float(alpha.max()) <= 1.0
+    net.sizes.clear()
+    Resize(scale=1.0, max_side=100)(net, {"image": image})
+    assert net.sizes == [(96, 96)]  # capped at 100, rounded down to 96
+
+
+def test_resize_equals_the_published_protocol_for_p3m_net() -> None:
+    torch.manual_seed(0)
+    net = P3MNet().eval()
+    image = torch.randn(1, 3, 96, 128)
+    with torch.inference_mode():
+        expected = predict_alpha(net, image, Strategy.RESIZE)
+        got = build_strategy("resize")(net, {"image": image})
+        hybrid = build_strategy("hybrid")(net, {"image": image})
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            hybrid, predict_alpha(net, image, Strategy.HYBRID), rtol=0, atol=0
+        )
+
+
+def test_trimap_guided_pads_crops_and_imposes_known_regions() -> None:
+    net = TrimapEcho()
+    image = torch.randn(1, 3, 37, 45)
+    trimap = torch.full((1, 1, 37, 45), 128.0)
+    trimap[..., :5, :] = 0.0
+    trimap[..., -5:, :] = 255.0
+    alpha = TrimapGuided()(net, {"image": image, "trimap": trimap})
+    # Padded to multiples of 8 on the bottom and right, cropped back.
+    assert net.seen == [(torch.Size([1, 3, 40, 48]), torch.Size([1, 1, 40, 48]))]
+    assert alpha.shape == (37, 45)
+    assert (alpha[:5] == 0).all() and (alpha[-5:] == 1).all()
+    assert (alpha[5:-5] == 0.5).all()
+
+
+def test_trimap_guided_caps_large_images_and_keeps_trimap_levels() -> None:
+    net = TrimapEcho()
+    image = torch.randn(1, 3, 100, 60)
+    trimap = torch.zeros(1, 1, 100, 60)
+    trimap[..., 40:60, :] = 128.0
+    trimap[..., 60:, :] = 255.0
+    alpha = TrimapGuided(max_side=50)(net, {"image": image, "trimap": trimap})
+    assert net.seen[0][0][-2:] == (56, 32)  # 50x30, padded to multiples of 8
+    assert alpha.shape == (100, 60)
+    assert (alpha[:40] == 0).all() and (alpha[60:] == 1).all()
+
+
+def test_missing_input_and_unknown_name_are_named() -> None:
+    with pytest.raises(ValueError, match="missing: trimap"):
+        TrimapGuided()(TrimapEcho(), {"image": torch.zeros(1, 3, 8, 8)})
+    with pytest.raises(ValueError, match="unknown strategy 'fast'; choose one of resize"):
+        build_strategy("fast")
+    assert set(STRATEGIES) == {"resize", "hybrid", "gfm_hybrid", "modnet", "trimap_guided"}
