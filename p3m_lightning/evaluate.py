@@ -231,6 +231,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = _checkpoint_path(cfg)
     # torch and the data stack load only now, so a mistyped ckpt_path is reported at once.
     strategy_name, precision, device = _options(cfg)
+    from p3m_lightning.plugins import PluginError, import_plugins
+
+    try:
+        import_plugins(cfg.get("plugins"))
+    except PluginError as err:
+        raise EvaluationError(str(err)) from None
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 

@@ -194,8 +194,10 @@ def _prepare(
     # torch loads only now (seconds), so the mistakes above are reported at once.
     from p3m_lightning.api import Matter, parse_background
     from p3m_lightning.models import CheckpointError
+    from p3m_lightning.plugins import import_plugins
 
     try:
+        import_plugins(cfg.get("plugins"))
         matter = Matter(
             ckpt_path,
             device=cfg.device,

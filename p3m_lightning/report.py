@@ -19,6 +19,13 @@ folder itself by default): ``table.md`` and ``table.csv`` (a row per model, mean
 standard deviation over seeds), ``runs.csv`` (one row per run) and ``table.png`` (SAD per
 column with the seeds' standard deviation). Runs without a PPT training (``quickstart``) are
 skipped with a note.
+
+Every method is a row (``model=<method>`` runs; P3M-Net rows are told apart by encoder), with
+the paper's published row of that method above it where the paper has one. Trimap-free
+methods (P3M-Net, GFM, MODNet, SHM, LF, HATT, BASIC) fill the Table 2 layout with whole-image
+SAD and MSE; trimap-based methods (DIM, AlphaGAN, GCA, IndexNet, FBA) a second table in the
+Table 1 layout with SAD and MSE on the trimap's unknown region only (``table1.csv``): the two
+kinds of figures are never put in one column.
 """
 
 from __future__ import annotations
@@ -54,6 +61,40 @@ PUBLISHED: dict[tuple[str, str], dict[str, float | None]] = {
 }
 """The paper's P3M-Net (ResNet-34) figures that were measured on the column's own test set
 (docs/p3m-net.md §1): whole-image SAD and MSE."""
+METHOD_NAMES = {
+    "p3m_net": "P3M-Net",
+    "p3m_swin_t": "P3M-Net (Swin-T)",
+    "p3m_vitae_s": "P3M-Net (ViTAE-S)",
+    "gfm": "GFM",
+    "modnet": "MODNet",
+    "shm": "SHM",
+    "lf": "LF",
+    "hatt": "HATT",
+    "basic": "BASIC",
+    "dim": "DIM",
+    "alphagan": "AlphaGAN",
+    "gca": "GCA",
+    "indexnet": "IndexNet",
+    "fba": "FBA",
+}
+"""Row names of the methods (``metrics.json``'s ``method``, its model config's name)."""
+TRIMAP_BASED = frozenset({"dim", "alphagan", "gca", "indexnet", "fba"})
+"""Methods scored in the Table 1 layout: on the trimap's unknown region."""
+TRIMAP_METRICS = ("sad_trimap", "mse_trimap")
+PUBLISHED_METHODS: dict[str, dict[tuple[str, str], dict[str, float | None]]] = {
+    "shm": {("B:B", "P3M-500-P"): {"sad": 21.56, "mse": 0.0100}},
+    "lf": {("B:B", "P3M-500-P"): {"sad": 42.95, "mse": 0.0191}},
+    "hatt": {("B:B", "P3M-500-P"): {"sad": 25.99, "mse": 0.0054}},
+    "gfm": {("B:B", "P3M-500-P"): {"sad": 13.20, "mse": 0.0050}},
+    "basic": {("B:B", "P3M-500-P"): {"sad": 15.13, "mse": 0.0058}},
+    "dim": {("B:B", "P3M-500-P"): {"sad": 4.8906, "mse": 0.0115}},
+    "alphagan": {("B:B", "P3M-500-P"): {"sad": 5.2669, "mse": 0.0112}},
+    "gca": {("B:B", "P3M-500-P"): {"sad": 4.3593, "mse": 0.0088}},
+    "indexnet": {("B:B", "P3M-500-P"): {"sad": 5.1959, "mse": 0.0156}},
+    "fba": {("B:B", "P3M-500-P"): {"sad": 4.1330, "mse": 0.0088}},
+}
+"""The paper's B:B figures of the other methods on P3M-500-P (Table 2: whole image; Table 1,
+the trimap-based ones: unknown region only). P3M-Net's own are ``PUBLISHED``."""
 PAPER_ONLY = (
     "The paper's B:N (9.22 / 0.0028) and N:N (9.06 / 0.0028) are on the normal version of "
     "P3M-500-P, which is not public: they have no column here."
@@ -81,6 +122,12 @@ class Run:
     best_on_heldout: bool
     task_name: str
     path: str
+    method: str = "p3m_net"
+
+    @property
+    def trimap_based(self) -> bool:
+        """Scored in the Table 1 layout (unknown region)."""
+        return self.method in TRIMAP_BASED
 
 
 @dataclass(frozen=True)
@@ -141,6 +188,11 @@ def _training(metrics: dict[str, Any]) -> str | None:
     return train if train in ("B", "N") else None
 
 
+def _method(metrics: dict[str, Any]) -> str:
+    """The run's method; runs written before methods were recorded are P3M-Net."""
+    return str(metrics.get("method") or "p3m_net")
+
+
 def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Every PPT run under ``root``, and notes on the files skipped.
 
@@ -171,6 +223,7 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     encoders = {
         json.dumps(m.get("encoder") or {}, sort_keys=True): m.get("encoder") or {}
         for _, m in loaded
+        if _method(m) == "p3m_net"
     }
     names = _model_names(encoders)
     runs = []
@@ -179,14 +232,18 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
         values = {
             (test_set, metric): float(after[f"test/{test_set}/{metric}"])
             for _, test_set in COLUMNS
-            for metric in (*METRICS, *FACE_METRICS)
+            for metric in (*METRICS, *TRIMAP_METRICS, *FACE_METRICS)
             if f"test/{test_set}/{metric}" in after
         }
         if not values:
             notes.append(f"skipped {rel}: no test/ SAD or MSE in 'after'")
             continue
         init = str(metrics.get("init", ""))
-        name = names[json.dumps(metrics.get("encoder") or {}, sort_keys=True)]
+        method = _method(metrics)
+        if method == "p3m_net":
+            name = names[json.dumps(metrics.get("encoder") or {}, sort_keys=True)]
+        else:
+            name = METHOD_NAMES.get(method, method)
         runs.append(
             Run(
                 model=f"{name} [from scratch]" if init == "scratch" else name,
@@ -197,6 +254,7 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
                 best_on_heldout=metrics.get("after_best_on_heldout") is not None,
                 task_name=str(metrics.get("task_name")),
                 path=str(rel),
+                method=method,
             )
         )
     return runs, notes
@@ -206,21 +264,25 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) >= 2 else None
 
 
-def summarise(runs: Sequence[Run]) -> dict[str, dict[tuple[str, str], Cell]]:
+def summarise(
+    runs: Sequence[Run], metrics: tuple[str, str] = METRICS
+) -> dict[str, dict[tuple[str, str], Cell]]:
     """Model -> column -> mean and standard deviation over the model's seeds.
 
     A column's figures come from the runs of its training (the cell's first letter) that were
-    tested on its test set.
+    tested on its test set. ``metrics`` are the (SAD, MSE) pair read: whole image (Table 2)
+    or ``TRIMAP_METRICS``, the unknown region (Table 1).
     """
+    sad, mse = metrics
     groups: dict[tuple[str, tuple[str, str]], list[Run]] = defaultdict(list)
     for run in runs:
         for column in COLUMNS:
-            if column[0][0] == run.train and (column[1], "sad") in run.values:
+            if column[0][0] == run.train and (column[1], sad) in run.values:
                 groups[(run.model, column)].append(run)
     table: dict[str, dict[tuple[str, str], Cell]] = defaultdict(dict)
     for (model, column), group in sorted(groups.items()):
-        sad_mean, sad_std = _mean_std([r.values[(column[1], "sad")] for r in group])
-        mse_mean, mse_std = _mean_std([r.values[(column[1], "mse")] for r in group])
+        sad_mean, sad_std = _mean_std([r.values[(column[1], sad)] for r in group])
+        mse_mean, mse_std = _mean_std([r.values[(column[1], mse)] for r in group])
         table[model][column] = Cell(len(group), sad_mean, sad_std, mse_mean, mse_std)
     return dict(table)
 
@@ -253,11 +315,53 @@ def _cell_text(cell: Cell | None, metric: str, n_max: int) -> str:
     return text if cell.n == n_max else f"{text} (n={cell.n})"
 
 
-def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Run]) -> str:
-    """The Table 2 layout in Markdown: a column per (cell, test set), the paper's row first."""
+def _published_rows(runs: Sequence[Run], trimap_based: bool) -> list[tuple[str, list[str]]]:
+    """The paper's rows for the methods in ``runs`` (P3M-Net's always in Table 2)."""
+    rows = []
+    if not trimap_based:
+        rows.append(
+            (
+                PUBLISHED_NAME,
+                [_fmt(PUBLISHED.get(c, {}).get(m), m) for c in COLUMNS for m in METRICS],
+            )
+        )
+    for method in sorted({r.method for r in runs}, key=list(METHOD_NAMES).index):
+        published = PUBLISHED_METHODS.get(method)
+        if published is None:
+            continue
+        cells = [_fmt(published.get(c, {}).get(m), m) for c in COLUMNS for m in METRICS]
+        rows.append((f"{METHOD_NAMES[method]} (paper)", cells))
+    return rows
+
+
+def _table_lines(
+    table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Run], trimap_based: bool
+) -> list[str]:
+    region = "unknown-region" if trimap_based else ""
     header = ["Model", "Seeds"] + [
-        f"{column_name(c)} {m.upper()}" for c in COLUMNS for m in METRICS
+        f"{column_name(c)} {region + ' ' if region else ''}{m.upper()}"
+        for c in COLUMNS
+        for m in METRICS
     ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---", "---:"] + ["---:"] * (len(header) - 2)) + "|",
+    ]
+    for name, cells in _published_rows(runs, trimap_based):
+        lines.append("| " + " | ".join([name, "–", *cells]) + " |")
+    for model, cells in table.items():
+        seeds = sorted({r.seed for r in runs if r.model == model}, key=str)
+        n_max = max(c.n for c in cells.values())
+        values = [_cell_text(cells.get(c), m, n_max) for c in COLUMNS for m in METRICS]
+        lines.append("| " + " | ".join([model, ", ".join(map(str, seeds)), *values]) + " |")
+    return lines
+
+
+def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Run]) -> str:
+    """The Table 2 layout in Markdown (trimap-free methods): a column per (cell, test set), the
+    papers' rows first; then, for trimap-based runs, the Table 1 layout (unknown region)."""
+    whole = [r for r in runs if not r.trimap_based]
+    trimap = [r for r in runs if r.trimap_based]
     best = sum(r.best_on_heldout for r in runs)
     lines = [
         "# PPT benchmark (P3M-10k, Table 2 layout)",
@@ -268,16 +372,23 @@ def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Ru
         "one on normal images. Columns on different test sets are not comparable with each "
         "other. " + PAPER_ONLY,
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---", "---:"] + ["---:"] * (len(header) - 2)) + "|",
     ]
-    published = [_fmt(PUBLISHED.get(c, {}).get(m), m) for c in COLUMNS for m in METRICS]
-    lines.append("| " + " | ".join([PUBLISHED_NAME, "–", *published]) + " |")
-    for model, cells in table.items():
-        seeds = sorted({r.seed for r in runs if r.model == model}, key=str)
-        n_max = max(c.n for c in cells.values())
-        values = [_cell_text(cells.get(c), m, n_max) for c in COLUMNS for m in METRICS]
-        lines.append("| " + " | ".join([model, ", ".join(map(str, seeds)), *values]) + " |")
+    if whole:
+        lines += _table_lines(
+            {m: c for m, c in table.items() if m in {r.model for r in whole}}, whole, False
+        )
+    else:
+        lines.append("(no trimap-free runs)")
+    if trimap:
+        lines += [
+            "",
+            "## Trimap-based methods (Table 1 layout)",
+            "",
+            "SAD and MSE on the trimap's unknown region only (the test sets' own trimaps), "
+            "not comparable with the whole-image figures above.",
+            "",
+            *_table_lines(summarise(trimap, TRIMAP_METRICS), trimap, True),
+        ]
     lines += _face_lines(runs)
     if best:
         lines += [
@@ -320,19 +431,31 @@ def _face_lines(runs: Sequence[Run]) -> list[str]:
     return lines
 
 
-def _write_table_csv(path: Path, table: dict[str, dict[tuple[str, str], Cell]]) -> None:
+def _write_table_csv(
+    path: Path, table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Run] = ()
+) -> None:
+    """``table`` as CSV, the papers' rows first. With ``runs`` of trimap-based methods (Table
+    1: unknown-region figures, ``table1.csv``), their papers' rows instead of P3M-Net's."""
     keys = [f"{c[0]}@{c[1]}" for c in COLUMNS]
     stats = [(k, m, s) for k in keys for m in METRICS for s in ("mean", "std")]
     fields = ["model"] + [f"{k}_{m}_{s}" for k, m, s in stats] + [f"{k}_n" for k in keys]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        row: dict[str, Any] = {"model": PUBLISHED_NAME}
-        for column, key in zip(COLUMNS, keys, strict=True):
-            for metric in METRICS:
-                value = PUBLISHED.get(column, {}).get(metric)
-                row[f"{key}_{metric}_mean"] = "" if value is None else value
-        writer.writerow(row)
+        trimap_based = any(r.trimap_based for r in runs)
+        published = [] if trimap_based else [(PUBLISHED_NAME, PUBLISHED)]
+        published += [
+            (f"{METHOD_NAMES[m]} (paper)", PUBLISHED_METHODS[m])
+            for m in sorted({r.method for r in runs}, key=list(METHOD_NAMES).index)
+            if m in PUBLISHED_METHODS
+        ]
+        for name, figures in published:
+            row: dict[str, Any] = {"model": name}
+            for column, key in zip(COLUMNS, keys, strict=True):
+                for metric in METRICS:
+                    value = figures.get(column, {}).get(metric)
+                    row[f"{key}_{metric}_mean"] = "" if value is None else value
+            writer.writerow(row)
         for model, cells in table.items():
             row = {"model": model}
             for column, key in zip(COLUMNS, keys, strict=True):
@@ -349,18 +472,18 @@ def _write_table_csv(path: Path, table: dict[str, dict[tuple[str, str], Cell]]) 
 
 def _write_runs_csv(path: Path, runs: Sequence[Run]) -> None:
     sets = sorted({test_set for _, test_set in COLUMNS})
-    fields = ["model", "train", "seed", "init", "task_name", "path", "best_on_heldout"]
-    fields += [f"{s}_{m}" for s in sets for m in (*METRICS, *FACE_METRICS)]
+    fields = ["model", "train", "seed", "init", "task_name", "path", "best_on_heldout", "method"]
+    fields += [f"{s}_{m}" for s in sets for m in (*METRICS, *TRIMAP_METRICS, *FACE_METRICS)]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for run in sorted(runs, key=lambda r: (r.model, r.train, str(r.seed), r.path)):
-            row = {f: getattr(run, f) for f in fields[:7]}
+            row = {f: getattr(run, f) for f in fields[:8]}
             row.update(
                 {
                     f"{s}_{m}": run.values.get((s, m), "")
                     for s in sets
-                    for m in (*METRICS, *FACE_METRICS)
+                    for m in (*METRICS, *TRIMAP_METRICS, *FACE_METRICS)
                 }
             )
             writer.writerow(row)
@@ -422,10 +545,13 @@ def write_report(root: Path, out: Path | None = None) -> dict[str, Any]:
     notes.extend(_duplicate_notes(runs))
     out = out or root
     out.mkdir(parents=True, exist_ok=True)
-    table = summarise(runs)
+    table = summarise([r for r in runs if not r.trimap_based])
     markdown = to_markdown(table, runs)
     (out / "table.md").write_text(markdown)
     _write_table_csv(out / "table.csv", table)
+    trimap_runs = [r for r in runs if r.trimap_based]
+    if trimap_runs:
+        _write_table_csv(out / "table1.csv", summarise(trimap_runs, TRIMAP_METRICS), trimap_runs)
     _write_runs_csv(out / "runs.csv", runs)
     plot(table, out / "table.png")
     return {"table": table, "runs": runs, "notes": notes, "markdown": markdown}

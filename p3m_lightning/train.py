@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from p3m_lightning.callbacks import finish_wandb
+from p3m_lightning.plugins import import_plugins
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     """The body of ``train``."""
+    import_plugins(cfg.get("plugins"))
     init = check_recipe(cfg)
     if init == "scratch":
         with open_dict(cfg):

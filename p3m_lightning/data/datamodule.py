@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,13 +42,64 @@ has none (only train/blurred_image). Two ways out:
      data.fgbg=image);
   2. the embedded synthetic set, which has normal training images: data=synthetic."""
 
-# Evaluation sets: name -> (folder under validation/, image folder, obfuscate on the fly).
-EVAL_SETS: dict[str, tuple[str, str, bool]] = {
-    "P3M-500-P": ("P3M-500-P", "blurred_image", False),
-    "P3M-500-NP": ("P3M-500-NP", "original_image", False),
-    # The blurred twin of P3M-500-NP: the B/N gap measured on the very same images.
-    "P3M-500-NP-B": ("P3M-500-NP", "original_image", True),
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A test set: a folder of images with mattes (and optional trimaps and face masks).
+
+    Attributes:
+        name: the name its metrics are logged under (``test/<name>/sad``).
+        root: its folder; a relative path is taken under ``data.root``.
+        image_dir, mask_dir, trimap_dir, facemask_dir: its sub-folder names; files match by
+            stem. Without a trimap folder, trimaps are generated from the mattes (trimap-based
+            models then need ``generated_trimaps``); without face masks, no face metrics.
+        obfuscate: face-obfuscate its images on the fly (the run's privacy settings).
+    """
+
+    name: str
+    root: str
+    image_dir: str = "original_image"
+    mask_dir: str = "mask"
+    trimap_dir: str = "trimap"
+    facemask_dir: str = "facemask"
+    obfuscate: bool = False
+
+
+EVAL_SETS: dict[str, EvalSet] = {
+    s.name: s
+    for s in (
+        EvalSet("P3M-500-P", "validation/P3M-500-P", "blurred_image"),
+        EvalSet("P3M-500-NP", "validation/P3M-500-NP", "original_image"),
+        # The blurred twin of P3M-500-NP: the B/N gap measured on the very same images.
+        EvalSet("P3M-500-NP-B", "validation/P3M-500-NP", "original_image", obfuscate=True),
+    )
 }
+"""The built-in test sets of P3M-10k, by name."""
+
+
+def eval_set(spec: str | Mapping[str, Any]) -> EvalSet:
+    """A built-in test set by name, or one described in config (``EvalSet``'s fields).
+
+    Raises:
+        ValueError: an unknown name, or a description without ``name`` and ``root`` or with
+            unknown fields.
+    """
+    if isinstance(spec, str):
+        if spec not in EVAL_SETS:
+            raise ValueError(
+                f"unknown evaluation set {spec!r}; choose from {list(EVAL_SETS)} or describe "
+                "one as {name: ..., root: ..., image_dir: ..., mask_dir: ...} "
+                "(docs/adding-a-dataset.md)"
+            )
+        return EVAL_SETS[spec]
+    fields = dict(spec)
+    unknown = sorted(set(fields) - set(EvalSet.__dataclass_fields__))
+    if unknown or "name" not in fields or "root" not in fields:
+        raise ValueError(
+            f"evaluation set {fields}: needs name and root; unknown fields {unknown}; "
+            f"known: {list(EvalSet.__dataclass_fields__)}"
+        )
+    return EvalSet(**{k: (str(v) if k != "obfuscate" else bool(v)) for k, v in fields.items()})
 
 
 HELDOUT = "train-heldout"
@@ -108,9 +160,10 @@ class P3MDataModule(pl.LightningDataModule):
     Args:
         root: the P3M-10k root folder.
         ppt_train: ``B`` trains on face-obfuscated images, ``N`` on normal ones.
-        eval_sets: test sets, in the order of the test dataloaders; any of
-            ``P3M-500-P`` (B), ``P3M-500-NP`` (N) and ``P3M-500-NP-B`` (P3M-500-NP blurred on the
-            fly).
+        eval_sets: test sets, in the order of the test dataloaders: built-in names
+            (``P3M-500-P`` (B), ``P3M-500-NP`` (N), ``P3M-500-NP-B`` (P3M-500-NP blurred on the
+            fly)) or descriptions of other sets (``EvalSet`` fields: name, root, image_dir,
+            mask_dir, trimap_dir, facemask_dir, obfuscate), e.g. AM-2k or a private set.
         synthetic: if given, the generator's arguments; the synthetic P3M-10k is written to
             ``root`` on first use (seeded, so every machine gets the same files).
         train_size: side of the training crops (``transform.size`` when a transform is given).
@@ -150,7 +203,7 @@ class P3MDataModule(pl.LightningDataModule):
         self,
         root: str | None,
         ppt_train: Literal["B", "N"] = "B",
-        eval_sets: Sequence[str] = ("P3M-500-P", "P3M-500-NP"),
+        eval_sets: Sequence[str | Mapping[str, Any]] = ("P3M-500-P", "P3M-500-NP"),
         synthetic: dict[str, Any] | None = None,
         train_size: int = 512,
         batch_size: int = 8,
@@ -174,12 +227,10 @@ class P3MDataModule(pl.LightningDataModule):
         super().__init__()
         if ppt_train not in ("B", "N"):
             raise ValueError(f"ppt_train must be 'B' or 'N', got {ppt_train!r}")
-        unknown = [s for s in eval_sets if s not in EVAL_SETS]
-        if unknown:
-            raise ValueError(f"unknown evaluation sets {unknown}; choose from {list(EVAL_SETS)}")
+        self.eval_sets = [eval_set(s) for s in eval_sets]
         self.root = Path(root) if root else None
         self.ppt_train = ppt_train
-        self.eval_set_names = list(eval_sets)
+        self.eval_set_names = [s.name for s in self.eval_sets]
         self.synthetic = dict(synthetic) if synthetic else None
         self.train_size = train_size
         self.batch_size = batch_size
@@ -218,13 +269,19 @@ class P3MDataModule(pl.LightningDataModule):
                 raise ValueError("data.root must name where the synthetic P3M-10k is written")
             generate(self.root, progress=True, **self.synthetic)
         if self.verify == "full":
-            root = self._check_root()
-            if self.trainer is not None and self.trainer.state.fn == "fit":
+            fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+            root = self._check_root(training=fitting)
+            if fitting:
                 self._train_dataset(root, "full")
-            for name in self.eval_set_names:
-                self._eval_dataset(root, name, "full")
+            for spec in self.eval_sets:
+                self._eval_dataset(root, spec, "full")
 
-    def _check_root(self) -> Path:
+    def _check_root(self, training: bool = True) -> Path:
+        """``data.root``, checked to be a P3M-10k root where the run needs one: training, or a
+        test set given relative to it (test sets described with absolute roots need none)."""
+        relative = any(not Path(s.root).expanduser().is_absolute() for s in self.eval_sets)
+        if not training and not relative:
+            return self.root or Path(".")
         if self.root is None or not (self.root / "validation").is_dir():
             raise DatasetError(P3M10K_HELP.format(root=self.root or "<data.root is not set>"))
         return self.root
@@ -291,15 +348,16 @@ class P3MDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Build (and verify) the datasets the stage needs."""
-        root = self._check_root()
+        root = self._check_root(training=stage in ("fit", "validate"))
         verify = "quick" if self.verify == "full" else self.verify
         if stage in ("fit", "validate") and self.val_split and not self.val_datasets:
             self._hold_out(root)
         if stage == "fit" and self.train_dataset is None:
             self.train_dataset = self._train_dataset(root, verify, self.heldout_names)
         if not self.eval_datasets:
-            for name in self.eval_set_names:
-                dataset = self._eval_dataset(root, name, verify)
+            for spec in self.eval_sets:
+                name = spec.name
+                dataset = self._eval_dataset(root, spec, verify)
                 if self.max_eval_images is not None:
                     count = min(self.max_eval_images, len(dataset))
                     dataset = torch.utils.data.Subset(dataset, range(count))
@@ -330,14 +388,20 @@ class P3MDataModule(pl.LightningDataModule):
             )
         return sources
 
-    def _eval_dataset(self, root: Path, name: str, verify: str) -> Dataset:
-        folder, image_dir, blur = EVAL_SETS[name]
+    def _eval_dataset(self, root: Path, spec: EvalSet, verify: str) -> Dataset:
+        folder = Path(spec.root).expanduser()
+        folder = folder if folder.is_absolute() else root / folder
+        if not folder.is_dir():
+            raise DatasetError(f"evaluation set {spec.name}: {folder} is not a folder")
         return P3MEvalDataset(
-            root / "validation" / folder,
-            image_dir,
+            folder,
+            spec.image_dir,
             verify=verify,
-            obfuscate=self.obfuscator if blur else None,
+            obfuscate=self.obfuscator if spec.obfuscate else None,
             backgrounds=self.eval_backgrounds,
+            mask_dir=spec.mask_dir,
+            trimap_dir=spec.trimap_dir,
+            facemask_dir=spec.facemask_dir,
         )
 
     def _world(self) -> tuple[int, int]:

@@ -436,6 +436,9 @@ class P3MEvalDataset(Dataset):
             None) and its matte, e.g. to build the face-blurred twin of a normal split on the
             fly (`Obfuscate`).
         names: Only these names (stems), e.g. a validation split held out from ``train/``.
+        mask_dir, trimap_dir, facemask_dir: folder names of the mattes, the (optional)
+            trimaps and the (optional) face masks, for test sets of other layouts (PPM-100's
+            ``matte``, ...).
         backgrounds: Also give ``bg``, the background estimated from the (obfuscated) image and
             its matte (``prepare_fgbg.estimate_fgbg``), the plate of background-based models
             such as BASIC. Costs about a second per megapixel.
@@ -455,20 +458,24 @@ class P3MEvalDataset(Dataset):
         obfuscate: Obfuscate | None = None,
         names: Collection[str] | None = None,
         backgrounds: bool = False,
+        mask_dir: str = "mask",
+        trimap_dir: str = "trimap",
+        facemask_dir: str = "facemask",
     ) -> None:
         self.root = Path(root)
         self.image_dir = image_dir
         self.backgrounds = backgrounds
+        self.mask_dir, self.trimap_dir, self.facemask_dir = mask_dir, trimap_dir, facemask_dir
         self.trimap_kernel = trimap_kernel
         self.obfuscate = obfuscate
-        folders = [image_dir, "mask"]
-        optional = [f for f in ("trimap", "facemask") if (self.root / f).is_dir()]
+        folders = [image_dir, mask_dir]
+        optional = [f for f in (trimap_dir, facemask_dir) if (self.root / f).is_dir()]
         self.samples = verify_split(self.root, folders + optional, mode=verify)
         if names is not None:
             wanted = set(names)
             self.samples = [s for s in self.samples if s.name in wanted]
-        self.has_trimap = "trimap" in optional
-        self.has_face_mask = "facemask" in optional
+        self.has_trimap = trimap_dir in optional
+        self.has_face_mask = facemask_dir in optional
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -477,14 +484,15 @@ class P3MEvalDataset(Dataset):
         _limit_opencv_threads()
         sample = self.samples[index]
         image = read_rgb(sample.paths[self.image_dir])
-        alpha = read_mask(sample.paths["mask"])
+        alpha = read_mask(sample.paths[self.mask_dir])
         if self.has_trimap:
-            trimap = read_mask(sample.paths["trimap"])
+            trimap = read_mask(sample.paths[self.trimap_dir])
         else:
             trimap = generate_trimap(alpha, self.trimap_kernel)
         face_mask = None
         if self.has_face_mask:
-            face_mask = np.where(read_mask(sample.paths["facemask"]) > 0, 255, 0).astype(np.uint8)
+            face_mask = np.where(read_mask(sample.paths[self.facemask_dir]) > 0, 255, 0)
+            face_mask = face_mask.astype(np.uint8)
         region = privacy = None
         if self.obfuscate is not None:
             image, region, privacy = self.obfuscate(image, face_mask, alpha)
