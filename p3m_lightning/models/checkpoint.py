@@ -237,7 +237,7 @@ def load_checkpoint(
         state = from_published(state)
     elif name != DEFAULT_ARCHITECTURE:
         state = get_architecture(name).from_published(state)
-    load_state_into(net, state, str(path), name)
+    load_state_into(net, state, str(path), "P3M-Net" if name == DEFAULT_ARCHITECTURE else name)
     net = net.to(map_location).eval()
     if isinstance(net, P3MNet):
         # Channels-last lets oneDNN/cuDNN run the convolutions about 1.8x faster (see

@@ -242,3 +242,22 @@ def test_forward_matches_the_journal_code(backbone: str) -> None:
         expected = ref[f"{backbone}_{key}"]
         ours = out[key].numpy()[:, :, ::4, ::4]
         assert np.abs(ours - expected).max() < 1e-4 * max(1.0, np.abs(expected).max()), key
+
+
+@pytest.mark.parametrize("backbone", ["vitae_s", "swin_t"])
+def test_load_model_reads_the_published_layout(backbone: str, tmp_path) -> None:
+    """``load_model(architecture="p3m_journal")``: the journal trainer's file, masks dropped."""
+    from p3m_lightning.models import load_checkpoint
+
+    model = P3MJournalNet(backbone, SMALL[backbone]).eval()
+    blob = _published_blob(model)
+    blob["state_dict"]["module.encoder.layers.0.blocks.0.attn_mask"] = torch.zeros(4, 49, 49)
+    path = tmp_path / "published.pth"
+    torch.save(blob, path)
+    config = {"backbone": backbone, "backbone_config": SMALL[backbone]}
+    loaded = load_checkpoint(path, architecture="p3m_journal", architecture_config=config)
+    assert (loaded.architecture, loaded.strategy) == ("p3m_journal", "hybrid")
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[name], value), name
+    with pytest.raises(CheckpointError, match="does not match the P3M-Net architecture"):
+        load_checkpoint(path)  # without the architecture: read as the ResNet-34 P3M-Net
