@@ -17,6 +17,7 @@ from p3m_lightning.data.p3m10k import (
     DatasetError,
     P3MEvalDataset,
     P3MTrainDataset,
+    TrainFolders,
     verify_split,
 )
 from p3m_lightning.data.privacy import FaceObfuscator
@@ -193,6 +194,8 @@ class P3MDataModule(pl.LightningDataModule):
             ``trimap/`` folder when a trimap-based model is evaluated (``trimap_sources``).
         eval_backgrounds: evaluation samples also carry ``bg``, the background estimated from
             image and matte: the plate of background-based models (BASIC).
+        train_folders: the training set's folder names (``TrainFolders`` fields: split,
+            blurred_image, original_image, mask, fg, bg, facemask); P3M-10k's by default.
         seed: seed of the training crops.
         transform: the training transform (`P3MTrainTransform`, with its crop, trimap-kernel,
             flip and transition-crop parameters and optional extra augmentations); default the
@@ -217,6 +220,7 @@ class P3MDataModule(pl.LightningDataModule):
         max_eval_images: int | None = None,
         generated_trimaps: bool = False,
         eval_backgrounds: bool = False,
+        train_folders: Mapping[str, str] | None = None,
         seed: int = 0,
         transform: P3MTrainTransform | None = None,
         val_split: int = 0,
@@ -242,6 +246,7 @@ class P3MDataModule(pl.LightningDataModule):
         self.max_eval_images = max_eval_images
         self.generated_trimaps = generated_trimaps
         self.eval_backgrounds = eval_backgrounds
+        self.train_folders = TrainFolders.from_config(train_folders)
         self.seed = seed
         self.transform = transform
         if val_split < 0:
@@ -288,23 +293,24 @@ class P3MDataModule(pl.LightningDataModule):
 
     def _train_source(self, root: Path) -> tuple[Path, str, FaceObfuscator | None]:
         """The training root, image folder and on-the-fly obfuscation of the PPT setting."""
+        names = self.train_folders
         obfuscate = None
         if self.normal_train_dir is not None:
-            source, image_dir = self.normal_train_dir, "original_image"
-            if not (source / "train" / image_dir).is_dir():
+            source, image_dir = self.normal_train_dir, names.original_image
+            if not (source / names.split / image_dir).is_dir():
                 raise DatasetError(
-                    f"{source}: data.normal_train_dir must hold train/original_image/*.jpg and "
-                    "train/mask/*.png (same stems), like a P3M-10k root"
+                    f"{source}: data.normal_train_dir must hold {names.split}/{image_dir}/*.jpg "
+                    f"and {names.split}/{names.mask}/*.png (same stems), like a P3M-10k root"
                 )
             # B-training on the user's normal portraits: obfuscated on the fly, never stored.
             if self.ppt_train == "B":
                 obfuscate = self.obfuscator
         elif self.ppt_train == "B":
-            source, image_dir = root, "blurred_image"
+            source, image_dir = root, names.blurred_image
         else:
-            if not (root / "train" / "original_image").is_dir():
+            if not (root / names.split / names.original_image).is_dir():
                 raise DatasetError(NO_NORMAL_TRAINING)
-            source, image_dir = root, "original_image"
+            source, image_dir = root, names.original_image
         return source, image_dir, obfuscate
 
     def _train_dataset(self, root: Path, verify: str, exclude: Sequence[str] = ()) -> Dataset:
@@ -321,28 +327,32 @@ class P3MDataModule(pl.LightningDataModule):
             exclude=exclude,
             copy_paste=self.copy_paste,
             copy_paste_level=self.copy_paste_level,
+            folders=self.train_folders,
         )
 
     def _hold_out(self, root: Path) -> None:
         """Choose the held-out names (seeded) and build the ``train-heldout`` set."""
         source, image_dir, obfuscate = self._train_source(root)
-        names = [s.name for s in verify_split(source / "train", [image_dir], mode="off")]
+        split = source / self.train_folders.split
+        names = [s.name for s in verify_split(split, [image_dir], mode="off")]
         if self.val_split >= len(names):
             raise ValueError(
                 f"data.val_split={self.val_split} would hold out every one of the {len(names)} "
-                f"training images of {source / 'train'}; choose fewer"
+                f"training images of {split}; choose fewer"
             )
         rng = np.random.default_rng([self.seed, len(names)])
         chosen = rng.choice(len(names), size=self.val_split, replace=False)
         self.heldout_names = sorted(names[i] for i in chosen)
         self.val_datasets = {
             HELDOUT: P3MEvalDataset(
-                source / "train",
+                split,
                 image_dir,
                 verify="off",
                 obfuscate=obfuscate,
                 names=self.heldout_names,
                 backgrounds=self.eval_backgrounds,
+                mask_dir=self.train_folders.mask,
+                facemask_dir=self.train_folders.facemask,
             )
         }
 

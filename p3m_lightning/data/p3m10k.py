@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -75,6 +75,38 @@ class Sample:
 
     name: str
     paths: Mapping[str, Path]
+
+
+@dataclass(frozen=True)
+class TrainFolders:
+    """Folder names of a training set (P3M-10k's by default), files matched by stem.
+
+    Attributes:
+        split: the training split under the data root.
+        blurred_image, original_image: the face-blurred and the normal images (which one a
+            run reads depends on its PPT setting).
+        mask, fg, bg, facemask: mattes, estimated foregrounds and backgrounds (``prepare_fgbg``),
+            face masks.
+    """
+
+    split: str = "train"
+    blurred_image: str = "blurred_image"
+    original_image: str = "original_image"
+    mask: str = "mask"
+    fg: str = "fg"
+    bg: str = "bg"
+    facemask: str = "facemask"
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> TrainFolders:
+        """From a config mapping; unknown keys are an error naming the known ones."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"train_folders: unknown keys {unknown}; known: {list(cls.__dataclass_fields__)}"
+            )
+        return cls(**{k: str(v) for k, v in values.items()})
 
 
 def _prepare_fgbg_fix(root: Path) -> str:
@@ -316,6 +348,7 @@ class P3MTrainDataset(Dataset):
             normalised like the image) and ``cp_mask`` ((1, S, S) in {0, 1}, zero when no
             face was drawn) for the task's `FeatureCopyPaste`.
         copy_paste_level: ``image`` (P3M-ICP) or ``feature`` (P3M-FCP).
+        folders: the training set's folder names (`TrainFolders`; P3M-10k's by default).
 
     Samples: ``image``, ``fg``, ``bg``: (3, S, S) float32 ImageNet-normalised; ``alpha``:
     (1, S, S) float32 in [0, 1]; ``trimap``: (1, S, S) float32 in [0, 255]; ``name``: stem;
@@ -336,6 +369,7 @@ class P3MTrainDataset(Dataset):
         exclude: Collection[str] = (),
         copy_paste: ImageCopyPaste | None = None,
         copy_paste_level: Literal["image", "feature"] = "image",
+        folders: TrainFolders | None = None,
     ) -> None:
         if fgbg not in ("files", "image"):
             raise ValueError(f"fgbg must be 'files' or 'image', got {fgbg!r}")
@@ -349,24 +383,28 @@ class P3MTrainDataset(Dataset):
         self.transform = transform if transform is not None else P3MTrainTransform(size=size)
         self.seed = seed
         self.obfuscate = obfuscate
-        split = self.root / "train"
-        folders = [image_dir, "mask"]
+        self.folders = names = folders or TrainFolders()
+        split = self.root / names.split
+        wanted = [image_dir, names.mask]
         fixes = {}
         if fgbg == "files":
-            folders += ["fg", "bg"]
-            fixes = dict.fromkeys(("fg", "bg"), _prepare_fgbg_fix(self.root))
-        self.face_masks = (obfuscate or copy_paste) is not None and (split / "facemask").is_dir()
+            wanted += [names.fg, names.bg]
+            fixes = dict.fromkeys((names.fg, names.bg), _prepare_fgbg_fix(self.root))
+        self.face_masks = (obfuscate or copy_paste) is not None and (
+            split / names.facemask
+        ).is_dir()
         if copy_paste is not None and not self.face_masks:
             raise DatasetError(
-                f"{split / 'facemask'}: P3M-CP pastes faces into the face masks of the training "
-                "images; get train/facemask (the P3M-10k face-mask download) or leave cp=none"
+                f"{split / names.facemask}: P3M-CP pastes faces into the face masks of the "
+                "training images; get train/facemask (the P3M-10k face-mask download) or leave "
+                "cp=none"
             )
         if self.face_masks:
-            folders.append("facemask")
+            wanted.append(names.facemask)
         excluded = set(exclude)
         self.samples = [
             s
-            for s in verify_split(split, folders, mode=verify, fixes=fixes)
+            for s in verify_split(split, wanted, mode=verify, fixes=fixes)
             if s.name not in excluded
         ]
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -386,14 +424,15 @@ class P3MTrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         _limit_opencv_threads()
         sample = self.samples[index]
+        names = self.folders
         image = read_rgb(sample.paths[self.image_dir])
-        alpha = read_mask(sample.paths["mask"])
+        alpha = read_mask(sample.paths[names.mask])
         privacy = None
-        face_mask = read_mask(sample.paths["facemask"]) if self.face_masks else None
+        face_mask = read_mask(sample.paths[names.facemask]) if self.face_masks else None
         if self.obfuscate is not None:
             image, region, privacy = self.obfuscate(image, face_mask, alpha)
         if self.fgbg == "files":
-            fg, bg = read_rgb(sample.paths["fg"]), read_rgb(sample.paths["bg"])
+            fg, bg = read_rgb(sample.paths[names.fg]), read_rgb(sample.paths[names.bg])
             if privacy is not None:
                 # F and B are the clear image's: inside the obfuscated region both become the
                 # obfuscated image, so alpha F + (1 - alpha) B is still the training image and

@@ -191,3 +191,27 @@ def test_trimap_based_models_need_the_test_sets_trimaps(synthetic_root: Path, tm
     accepting = _module(root, eval_sets=["P3M-500-NP"], generated_trimaps=True)
     accepting.setup("test")
     assert accepting.trimap_sources() == {"P3M-500-NP": "generated"}
+
+
+def test_training_folders_of_other_names_come_from_config(synthetic_root: Path, tmp_path) -> None:
+    import shutil
+
+    root = tmp_path / "renamed"
+    shutil.copytree(synthetic_root, root)
+    (root / "train").rename(root / "training")
+    (root / "training" / "blurred_image").rename(root / "training" / "img")
+    (root / "training" / "mask").rename(root / "training" / "matte")
+    folders = {"split": "training", "blurred_image": "img", "mask": "matte"}
+    module = _module(root, eval_sets=["P3M-500-P"], train_folders=folders)
+    module.setup("fit")
+    reference = _module(synthetic_root, eval_sets=["P3M-500-P"])
+    reference.setup("fit")
+    assert len(module.train_dataset) == len(reference.train_dataset) > 0
+    sample, expected = module.train_dataset[0], reference.train_dataset[0]
+    assert sample["name"] == expected["name"]
+    assert torch.equal(sample["alpha"], expected["alpha"])
+    assert torch.equal(sample["image"], expected["image"])
+    with pytest.raises(ValueError, match=r"train_folders: unknown keys \['masks'\]"):
+        _module(root, train_folders={"masks": "matte"})
+    with pytest.raises(DatasetError, match="train/blurred_image: missing folder"):
+        _module(root, eval_sets=["P3M-500-P"]).setup("fit")
