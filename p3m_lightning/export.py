@@ -1,4 +1,4 @@
-"""Export P3M-Net to ONNX or TorchScript, with dynamic height and width.
+"""Export a matting network to ONNX or TorchScript, with dynamic height and width.
 
 Usage::
 
@@ -16,6 +16,11 @@ multiples of 32, to three maps of the same H and W (``P3MOutput``'s first three)
 The multiple-of-32 check of ``P3MNet.forward`` is Python and is not exported: other sizes give
 an error or wrong maps, so resize or pad first (as ``p3m_lightning.inference`` does). The
 test strategies (resizing, the hybrid trimap) are not part of the exported graph either.
+
+Any other registered method exports the same way, its inputs named after its ``inputs``
+(``image``; ``image`` and ``trimap`` ``(1, 1, H, W)`` in [0, 255]; ``image`` and ``bg``) and
+one output, ``alpha`` ``(1, 1, H, W)``; H and W multiples of its ``input_divisor``. A file that
+does not name its architecture takes ``architecture=<method>``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from p3m_lightning.atomic import atomic_path
-from p3m_lightning.models import CheckpointError, load_model
+from p3m_lightning.models import CheckpointError, load_checkpoint
+from p3m_lightning.models.registry import get_architecture
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 OUTPUT_NAMES = ("fusion", "global_logits", "local")
@@ -44,9 +50,9 @@ MIN_OPSET = 15
 
 USAGE = (
     "usage: python -m p3m_lightning.export ckpt_path=<published .pth or Lightning .ckpt> "
-    "[format=onnx|torchscript] [output=<file>] [opset=17]"
+    "[format=onnx|torchscript] [output=<file>] [opset=17] [architecture=<method>]"
 )
-DEFAULTS = {"ckpt_path": None, "format": "onnx", "output": None, "opset": 17}
+DEFAULTS = {"ckpt_path": None, "format": "onnx", "output": None, "opset": 17, "architecture": None}
 
 TRACE_SIZE = (64, 96)
 """Example input size for tracing; not square, so that a mixed-up height and width shows."""
@@ -70,6 +76,35 @@ class ExportWrapper(nn.Module):
         """``image``: ``(1, 3, H, W)`` normalised, H and W multiples of 32."""
         out = self.net(image, outputs=self.outputs)
         return tuple(getattr(out, name) for name in self.outputs)
+
+
+class AlphaWrapper(nn.Module):
+    """Any contract network returning only its ``alpha``, for export."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)["alpha"]
+
+
+def _example_inputs(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """Example inputs in ``model.inputs`` order at ``TRACE_SIZE``."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    tensors = {
+        "image": torch.randn(1, 3, *TRACE_SIZE, generator=gen),
+        "bg": torch.randn(1, 3, *TRACE_SIZE, generator=gen),
+        "trimap": torch.full((1, 1, *TRACE_SIZE), 128.0),
+    }
+    tensors["trimap"][..., : TRACE_SIZE[0] // 4, :] = 0.0
+    tensors["trimap"][..., TRACE_SIZE[0] // 2 :, :] = 255.0
+    return tuple(tensors[k].to(device) for k in getattr(model, "inputs", ("image",)))
+
+
+def _is_p3m_net(model: nn.Module) -> bool:
+    return bool(getattr(model, "selects_outputs", False))
 
 
 @contextmanager
@@ -156,18 +191,13 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
-def _example(model: nn.Module) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return torch.randn(1, 3, *TRACE_SIZE, device=device)
-
-
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
     opset: int = 17,
     outputs: Sequence[str] = OUTPUT_NAMES,
 ) -> Path:
-    """Write ``model`` (a P3M-Net) as ONNX with dynamic height and width.
+    """Write ``model`` as ONNX with dynamic height and width.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no ``onnxscript`` and
     handles the data-dependent unpooling sizes through tracing.
@@ -176,8 +206,8 @@ def export_onnx(
         model: the P3M-Net (BatchNorm folded or not).
         path: the file to write.
         opset: ONNX opset, at least ``MIN_OPSET``.
-        outputs: the graph's outputs, by ``P3MOutput`` field name; only what they need is
-            exported.
+        outputs: a P3M-Net's outputs, by ``P3MOutput`` field name; only what they need is
+            exported. Other networks export ``alpha`` alone.
 
     Returns:
         The written path.
@@ -185,9 +215,14 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET}, got {opset}")
     path = Path(path)
-    wrapper = ExportWrapper(model, outputs).eval()
+    if _is_p3m_net(model):
+        wrapper: nn.Module = ExportWrapper(model, outputs).eval()
+        input_names, outputs = ["image"], tuple(outputs)
+    else:
+        wrapper = AlphaWrapper(model).eval()
+        input_names, outputs = list(getattr(model, "inputs", ("image",))), ("alpha",)
     spatial = {2: "height", 3: "width"}
-    dynamic_axes = {name: spatial for name in ("image", *outputs)}
+    dynamic_axes = {name: spatial for name in (*input_names, *outputs)}
     with (
         _traceable_max_unpool(),
         _onnx_max_unpool(opset),
@@ -196,10 +231,10 @@ def export_onnx(
     ):
         torch.onnx.export(
             wrapper,
-            (_example(model),),
+            _example_inputs(model),
             str(tmp),
             dynamo=False,
-            input_names=["image"],
+            input_names=input_names,
             output_names=list(outputs),
             dynamic_axes=dynamic_axes,
             opset_version=opset,
@@ -208,20 +243,22 @@ def export_onnx(
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model`` (a P3M-Net) as a traced TorchScript module; height and width dynamic.
+    """Write ``model`` as a traced TorchScript module; height and width dynamic.
+
+    A P3M-Net returns ``(fusion, global_logits, local)``, any other network its ``alpha``.
 
     Returns:
         The written path.
     """
     path = Path(path)
-    wrapper = ExportWrapper(model).eval()
+    wrapper = (ExportWrapper(model) if _is_p3m_net(model) else AlphaWrapper(model)).eval()
     with (
         _traceable_max_unpool(),
         atomic_path(path) as tmp,
         _quiet_tracing(),
         torch.no_grad(),
     ):
-        traced = torch.jit.trace(wrapper, (_example(model),), check_trace=False)
+        traced = torch.jit.trace(wrapper, _example_inputs(model), check_trace=False)
         traced.save(str(tmp))
     return path
 
@@ -231,6 +268,7 @@ def export(
     format: str = "onnx",
     output: str | os.PathLike | None = None,
     opset: int = 17,
+    architecture: str | None = None,
 ) -> Path:
     """Load a checkpoint and export it.
 
@@ -239,6 +277,7 @@ def export(
         format: ``onnx`` or ``torchscript``.
         output: file to write; default: the checkpoint's path with ``.onnx`` / ``.pt``.
         opset: ONNX opset (ONNX only).
+        architecture: the registered method of a file that does not name it.
 
     Returns:
         The written path.
@@ -246,7 +285,14 @@ def export(
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     output = Path(output) if output is not None else Path(ckpt_path).with_suffix(FORMATS[format])
-    model = load_model(ckpt_path)
+    loaded = load_checkpoint(ckpt_path, architecture=architecture)
+    reason = get_architecture(loaded.architecture).not_exportable
+    if reason is not None:
+        raise ValueError(
+            f"{loaded.architecture} does not export with dynamic height and width: {reason}; "
+            "use it through predict.py / Matter"
+        )
+    model = loaded.net
     if format == "onnx":
         return export_onnx(model, output, opset)
     return export_torchscript(model, output)
@@ -264,11 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
         if cfg.ckpt_path is None:
             raise ValueError("ckpt_path is required")
-        path = export(cfg.ckpt_path, str(cfg.format), cfg.output, int(cfg.opset))
+        path = export(cfg.ckpt_path, str(cfg.format), cfg.output, int(cfg.opset), cfg.architecture)
     except (OmegaConfBaseException, ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"export: {err}\n{USAGE}", file=sys.stderr)
         return 2
-    print(f"wrote {path} ({cfg.format}; input 'image' (1, 3, H, W), H and W multiples of 32)")
+    print(f"wrote {path} ({cfg.format}; inputs (1, C, H, W), H and W multiples of its divisor)")
     return 0
 
 

@@ -115,3 +115,75 @@ def test_onnxruntime_backend_refuses_bf16(ckpt: Path) -> None:
         Matter(ckpt, backend="onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="unknown backend"):
         Matter(ckpt, backend="tensorrt")
+
+
+# Reduced widths of the other methods (the same as tests/test_methods.py's).
+OTHER_METHODS = {
+    "modnet": {"hr_channels": 8, "width_mult": 0.25},
+    "lf": {
+        "growth_rate": 4,
+        "block_config": [1, 1, 1, 1],
+        "num_init_features": 8,
+        "decoder_widths": [8, 8, 8, 8, 8],
+        "fusion_width": 8,
+    },
+    "hatt": {
+        "layers": [1, 1, 1, 1],
+        "groups": 2,
+        "width_per_group": 4,
+        "aspp_width": 8,
+        "low_width": 8,
+        "decoder_width": 8,
+    },
+    "basic": {"ngf": 8, "n_blocks1": 2, "n_blocks2": 1},
+    "dim": {"width": 8, "refiner_channels": 8},
+    "alphagan": {"width": 8, "aspp_width": 8},
+    "indexnet": {},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(OTHER_METHODS))
+def test_other_methods_export_with_dynamic_size(name: str, tmp_path: Path) -> None:
+    """ONNX of a checkpoint of another method equals PyTorch at a size other than traced."""
+    import onnxruntime as ort
+
+    from p3m_lightning.export import main
+    from p3m_lightning.models import architecture_record, build_architecture
+
+    torch.manual_seed(0)
+    net = build_architecture(name, OTHER_METHODS[name]).eval()
+    ckpt = tmp_path / f"{name}.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "architecture": architecture_record(net)}, ckpt)
+    assert main([f"ckpt_path={ckpt}", f"output={tmp_path / 'm.onnx'}"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(net.inputs)
+    g = torch.Generator().manual_seed(1)
+    feeds = {"image": torch.randn(1, 3, 96, 128, generator=g)}
+    if "trimap" in net.inputs:
+        feeds["trimap"] = torch.full((1, 1, 96, 128), 128.0)
+        feeds["trimap"][..., :20, :], feeds["trimap"][..., 60:, :] = 0.0, 255.0
+    if "bg" in net.inputs:
+        feeds["bg"] = torch.randn(1, 3, 96, 128, generator=g)
+    with torch.inference_mode():
+        expected = net(*feeds.values())["alpha"].numpy()
+    (alpha,) = session.run(None, {k: v.numpy() for k, v in feeds.items()})
+    np.testing.assert_allclose(alpha, expected, atol=1e-4)
+
+
+def test_methods_that_do_not_export_say_why(tmp_path: Path, capsys) -> None:
+    from p3m_lightning.export import main
+    from p3m_lightning.models import architecture_record, build_architecture
+
+    net = build_architecture(
+        "gca", {"encoder_layers": [1, 1, 1, 1], "decoder_layers": [1, 1, 1, 1]}
+    )
+    ckpt = tmp_path / "gca.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "architecture": architecture_record(net)}, ckpt)
+    assert main([f"ckpt_path={ckpt}"]) == 2
+    assert "gca does not export with dynamic height and width: guided contextual" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "gca.onnx").exists()

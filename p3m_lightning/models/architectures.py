@@ -23,12 +23,14 @@ BUILTIN_ARCHITECTURES = (
         "hybrid",
         published="p3m_lightning.models.p3m_journal.network:drop_attention_masks",
         description="journal P3M-Net (IJCV 2023), ViTAE-S or Swin-T encoder",
+        not_exportable="its Swin-T / ViTAE-S window and token reshapes are traced at one size",
     ),
     Architecture(
         "gfm",
         "p3m_lightning.models.gfm.network:GFMNet",
         "gfm_hybrid",
         description="GFM, Glance and Focus Matting (IJCV 2022), ResNet-34",
+        not_exportable="its PSP module's adaptive pooling needs the input size at export",
     ),
     Architecture(
         "modnet",
@@ -41,6 +43,7 @@ BUILTIN_ARCHITECTURES = (
         "p3m_lightning.models.shm.network:SHMNet",
         "resize",
         description="SHM, Semantic Human Matting (ACM MM 2018)",
+        not_exportable="its PSP module's adaptive pooling needs the input size at export",
     ),
     Architecture(
         "lf",
@@ -77,6 +80,7 @@ BUILTIN_ARCHITECTURES = (
         "p3m_lightning.models.gca.network:GCANet",
         "trimap_guided",
         description="GCA Matting (AAAI 2020), ResNet-34, trimap-based",
+        not_exportable="guided contextual attention unfolds patches of the input size",
     ),
     Architecture(
         "indexnet",
@@ -89,6 +93,7 @@ BUILTIN_ARCHITECTURES = (
         "p3m_lightning.models.fba.network:FBANet",
         "trimap_guided",
         description="FBA Matting (2020), ResNet-50 GN+WS, trimap-based",
+        not_exportable="aten::cummax (its trimap distance transform) has no ONNX operator",
     ),
 )
 

@@ -43,6 +43,8 @@ class Architecture:
         published: optional ``"module:function"`` translating the authors' released state
             dict into this project's names (``{name: tensor} -> {name: tensor}``).
         description: one line for listings and errors.
+        not_exportable: why the network does not export to ONNX / TorchScript with dynamic
+            height and width (``None``: it does; checked against ONNX Runtime by the tests).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Architecture:
     builder: str | None = None
     published: str | None = None
     description: str = ""
+    not_exportable: str | None = None
 
     def resolve(self) -> type[nn.Module]:
         """The class ``target`` names."""
