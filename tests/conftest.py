@@ -97,3 +97,22 @@ def _adam_losses(
 def adam_losses():
     """``adam_losses(model, loss_fn, batch, steps, lr=1e-3) -> [loss per step]``."""
     return _adam_losses
+
+
+@pytest.fixture
+def compose_train():
+    """``compose_train(tmp, overrides)``: conf/train.yaml composed, its run folder in ``tmp``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+
+    def _compose(tmp: Path, overrides: list[str]):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp / "out")
+            cfg.paths.root_dir = str(tmp)
+        return cfg
+
+    return _compose

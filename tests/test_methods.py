@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from p3m_lightning.evaluate import evaluate
 from p3m_lightning.models import load_checkpoint
@@ -107,15 +106,6 @@ METHODS: dict[str, tuple[str, list[str], str]] = {
 }
 
 
-def _compose(tmp: Path, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp / "out")
-        cfg.paths.root_dir = str(tmp)
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("methods") / "synthetic"
@@ -128,9 +118,11 @@ def no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
-def test_method_trains_evaluates_and_reloads(tmp_path: Path, data_root: Path, method: str):
+def test_method_trains_evaluates_and_reloads(
+    tmp_path: Path, data_root: Path, method: str, compose_train
+) -> None:
     architecture, overrides, strategy = METHODS[method]
-    cfg = _compose(
+    cfg = compose_train(
         tmp_path,
         [
             f"model={method}",

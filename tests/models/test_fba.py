@@ -102,7 +102,7 @@ def test_outputs_shapes_ranges_and_known_regions(net: FBANet) -> None:
 
 
 def test_rejects_size_not_multiple_of_8(net: FBANet) -> None:
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match="divisible by 8"):
         net(torch.zeros(1, 3, 36, 32), torch.zeros(1, 1, 36, 32))
 
 

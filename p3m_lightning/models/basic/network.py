@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.models.contract import check_divisible
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["BASICNet", "plate_segmentation"]
@@ -228,12 +229,7 @@ class BASICNet(nn.Module):
             ``fg_raw`` ``(B, 3, H, W)`` the network's foreground in RGB units, unclipped (what
             the loss trains); ``seg`` ``(B, 1, H, W)`` the segmentation cue used.
         """
-        h, w = image.shape[-2:]
-        if h % self.input_divisor or w % self.input_divisor:
-            raise ValueError(
-                f"BASICNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
-                "resize or pad the image and plate first."
-            )
+        check_divisible(self, image)
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb, plate = image * std + mean, bg * std + mean

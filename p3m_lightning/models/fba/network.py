@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.models.contract import check_divisible
 from p3m_lightning.models.fba.blocks import (
     DilatedResNet50,
     WSConv2d,
@@ -163,12 +164,7 @@ class FBANet(nn.Module):
             normalised) after the official test-time trimap guidance, and ``alpha_raw``,
             ``fg_raw``, ``bg_raw``: the network's fused predictions, all in [0, 1].
         """
-        h, w = image.shape[2:]
-        if h % self.input_divisor or w % self.input_divisor:
-            raise ValueError(
-                f"FBANet: input size {h}x{w} is not a multiple of {self.input_divisor}; "
-                "pad or resize the image and trimap first (the inference strategy does this)."
-            )
+        check_divisible(self, image)
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = image * std + mean

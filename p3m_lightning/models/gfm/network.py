@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.models.contract import check_divisible
 from p3m_lightning.models.p3mnet import fuse
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -221,12 +222,7 @@ class GFMNet(nn.Module):
             ``glance_logits``: ``(B, 3, H, W)`` (TT) or ``(B, 2, H, W)`` (FT/BT) raw logits;
             ``focus``: ``(B, 1, H, W)`` focus alpha in [0, 1].
         """
-        h, w = image.shape[-2:]
-        if h % self.input_divisor or w % self.input_divisor:
-            raise ValueError(
-                f"GFMNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
-                "resize or pad the image first."
-            )
+        check_divisible(self, image)
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         x = (image * std + mean) * 255.0

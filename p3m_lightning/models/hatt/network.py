@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from p3m_lightning.models.alphagan.network import ASPP, PatchDiscriminator
+from p3m_lightning.models.contract import check_divisible
 from p3m_lightning.models.encoders import load_imagenet_weights
 
 __all__ = ["AlphaDiscriminator", "HATTNet"]
@@ -164,11 +165,7 @@ class HATTNet(nn.Module):
             ``alpha``: ``(B, 1, H, W)`` in [0, 1].
         """
         h, w = image.shape[-2:]
-        if h % self.input_divisor or w % self.input_divisor:
-            raise ValueError(
-                f"HATTNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
-                "resize or pad the image first."
-            )
+        check_divisible(self, image)
         e = self.encoder
         low = e.layer1(e.maxpool(e.relu(e.bn1(e.conv1(image)))))
         high = self.aspp(e.layer4(e.layer3(e.layer2(low))))

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import DenseNet
 
+from p3m_lightning.models.contract import check_divisible
+
 __all__ = ["LFNet", "late_fusion"]
 
 # torchvision's released DenseNet files still spell ``norm.1`` where the modules say ``norm1``.
@@ -187,12 +189,7 @@ class LFNet(nn.Module):
             ``fg_logits``, ``bg_logits``: ``(B, 1, H, W)`` raw logits of ``F`` and ``B``;
             ``beta``: ``(B, 1, H, W)`` blending weight in [0, 1]. All at the input size.
         """
-        h, w = image.shape[-2:]
-        if h % self.input_divisor or w % self.input_divisor:
-            raise ValueError(
-                f"LFNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
-                "resize or pad the image first."
-            )
+        check_divisible(self, image)
         skips = self._encode(image)
         fg_logits, fg_features = self.fg_decoder(skips)
         bg_logits, bg_features = self.bg_decoder(skips)

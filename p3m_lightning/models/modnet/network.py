@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.models.contract import check_divisible
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["MODNet", "MobileNetV2"]
@@ -288,12 +289,7 @@ class MODNet(nn.Module):
             ``semantic``: ``(B, 1, H/16, W/16)`` coarse foreground probability in [0, 1];
             ``detail``: ``(B, 1, H, W)`` detail alpha in [0, 1] (meant for the transition).
         """
-        h, w = image.shape[-2:]
-        if h % self.input_divisor or w % self.input_divisor:
-            raise ValueError(
-                f"MODNet needs H and W divisible by {self.input_divisor}, got {h}x{w}; "
-                "resize or pad the image first."
-            )
+        check_divisible(self, image)
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         img = (image * std + mean - 0.5) / 0.5
