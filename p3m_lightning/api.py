@@ -158,6 +158,8 @@ class Matter:
             (``p3m_lightning.runtime``).
         architecture: the registered method of a file that does not name it (a published or
             bare state dict of another method than P3M-Net), e.g. ``"gfm"``.
+        architecture_config: its configuration where it is not the released size (e.g.
+            ``{"backbone": "swin_t"}`` for ``p3m_journal``).
 
     Raises:
         ValueError: an unknown strategy or precision, or CUDA asked for but not available.
@@ -174,6 +176,7 @@ class Matter:
         shorter_side_limit: int | None = SHORTER_SIDE_LIMIT,
         backend: str = "torch",
         architecture: str | None = None,
+        architecture_config: dict | None = None,
     ) -> None:
         self.precision = str(precision)
         if self.precision not in PRECISIONS:
@@ -193,7 +196,11 @@ class Matter:
             raise ValueError(f"backend {backend!r} runs on device 'cpu' at precision '32' only")
         self.backend = backend
         loaded = load_checkpoint(
-            ckpt_path, map_location=self.device, fuse_bn=True, architecture=architecture
+            ckpt_path,
+            map_location=self.device,
+            fuse_bn=True,
+            architecture=architecture,
+            architecture_config=architecture_config,
         )
         self.model = loaded.net
         self.architecture = loaded.architecture

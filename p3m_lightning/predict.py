@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from p3m_lightning.imageio import (
@@ -207,6 +207,11 @@ def _prepare(
             shorter_side_limit=cfg.shorter_side_limit,
             backend=cfg.get("backend", "torch"),
             architecture=cfg.get("architecture"),
+            architecture_config=(
+                OmegaConf.to_container(cfg.architecture_config, resolve=True)
+                if cfg.get("architecture_config")
+                else None
+            ),
         )
         # A bad colour or background image fails now, not once per photo.
         composite = cfg.get("composite")

@@ -331,6 +331,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best,
         "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
         "heldout": list(getattr(datamodule, "heldout_names", [])),
+        # files: each test set's trimap/ folder; generated: from its mattes (trimap-based
+        # models only with data.generated_trimaps=true).
+        "test_trimaps": (
+            datamodule.trimap_sources(allow_generated=True)
+            if hasattr(datamodule, "trimap_sources")
+            else None
+        ),
     }
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))

@@ -143,6 +143,7 @@ def test_method_trains_evaluates_and_reloads(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == (method if method not in ("p3m_timm",) else "p3m_net")
     assert metrics["init"] == "scratch"
+    assert metrics["test_trimaps"] == dict.fromkeys(SETS, "files")
     for name in SETS:
         for key in ("sad", "mse", "sad_trimap", "mse_trimap"):
             value = result["after"][f"test/{name}/{key}"]
