@@ -215,3 +215,17 @@ def test_trimap_based_alpha_follows_the_trimap(tmp_path: Path) -> None:
     assert (alpha[:10] == 0).all() and (alpha[-10:] == 1).all()
     unknown = alpha[10:-10]
     assert ((unknown > 0) & (unknown < 1)).any()
+
+
+def test_a_method_recipe_without_imagenet_weights_stops(tmp_path: Path, compose_train) -> None:
+    from p3m_lightning.train import ConfigError, check_recipe
+
+    cfg = compose_train(tmp_path, ["model=gfm", "experiment=ppt_b", "data.root=/nowhere"])
+    with pytest.raises(ConfigError, match=r"model.net.pretrained_path=.*conf/model/gfm.yaml"):
+        check_recipe(cfg)
+    cfg = compose_train(
+        tmp_path, ["model=gfm", "experiment=ppt_b", "model.net.pretrained_path=/w/r34.pth"]
+    )
+    assert check_recipe(cfg) == "imagenet:/w/r34.pth"
+    # The method's recipe reaches the trainer and the data: GFM's batch 32 and 500 epochs.
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs) == (32, 500)
