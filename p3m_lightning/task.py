@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -15,6 +15,8 @@ from p3m_lightning.losses import P3MLoss
 from p3m_lightning.metrics import MattingMetrics
 from p3m_lightning.models.checkpoint import ARCHITECTURE_KEY, architecture_record
 from p3m_lightning.models.feature_copy_paste import FeatureCopyPaste
+from p3m_lightning.models.init_from import freeze as freeze_parts
+from p3m_lightning.models.init_from import init_from as load_parts
 from p3m_lightning.strategies import InferenceStrategy, build_strategy
 
 DEFAULT_EVAL_SET = "val"
@@ -79,6 +81,10 @@ class MattingTask(pl.LightningModule):
             detached inside (e.g. ``p3m_lightning.losses.alphagan.discriminator_loss``).
         discriminator_optimizer: a partial optimiser for the discriminator (default: the
             generator's factory).
+        init_from: staged recipes: parts of the network started from earlier checkpoints,
+            ``[{"checkpoint": path, "prefix": "tnet."}, ...]`` (``models.init_from``).
+        freeze: prefixes of the network's parameters that are not trained (their BatchNorm
+            statistics stay too: those modules are kept in eval mode).
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class MattingTask(pl.LightningModule):
         discriminator: nn.Module | None = None,
         discriminator_loss: Callable[..., torch.Tensor] | None = None,
         discriminator_optimizer: Callable[[Iterable[Any]], torch.optim.Optimizer] | None = None,
+        init_from: Sequence[Mapping[str, Any]] | None = None,
+        freeze: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         # Modules and callables stay out of the checkpoint: it must load with weights_only.
@@ -110,6 +118,9 @@ class MattingTask(pl.LightningModule):
                 "discriminator",
                 "discriminator_loss",
                 "discriminator_optimizer",
+                # Hydra hands lists in as ListConfig, which weights_only loading refuses.
+                "init_from",
+                "freeze",
             ]
         )
         self.strategy = build_strategy(strategy, max_side)
@@ -117,6 +128,10 @@ class MattingTask(pl.LightningModule):
         self.feature_copy_paste = feature_copy_paste
         if feature_copy_paste is not None and net_inputs(net) != ("image",):
             raise ValueError("feature-level copy-paste (cp=fcp) needs an image-only network")
+        if init_from:
+            load_parts(net, init_from)
+        self.frozen = list(freeze or [])
+        freeze_parts(net, self.frozen)
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.loss = loss if loss is not None else P3MLoss()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
@@ -137,6 +152,15 @@ class MattingTask(pl.LightningModule):
         self.test_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.val_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
         self.test_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
+
+    def train(self, mode: bool = True) -> MattingTask:
+        """``nn.Module.train``, keeping the frozen parts of the network in eval mode."""
+        super().train(mode)
+        for prefix in self.frozen:
+            for name, module in self.net.named_modules():
+                if name and f"{name}.".startswith(prefix):
+                    module.eval()
+        return self
 
     def setup(self, stage: str) -> None:
         """Create one metric collection per validation and test set the datamodule names.

@@ -56,7 +56,8 @@ def _scalar_metrics(results: list[dict[str, float]] | None) -> dict[str, float]:
 
 
 def encoder_init(cfg: DictConfig) -> str:
-    """How the encoder starts: ``imagenet:<file>``, ``imagenet:hub``, ``scratch`` or ``random``.
+    """How the network starts: ``stages:<checkpoints>`` (a staged recipe's ``init_from``),
+    ``imagenet:<file>``, ``imagenet:hub``, ``scratch`` or ``random``.
 
     The ImageNet file is ``model.net.encoder.weights_path`` (P3M-Net) or
     ``model.net.pretrained_path`` (the other methods' backbones). ``random`` is an encoder with
@@ -64,6 +65,10 @@ def encoder_init(cfg: DictConfig) -> str:
     """
     encoder = OmegaConf.select(cfg, "model.net.encoder") or {}
     path = encoder.get("weights_path") or OmegaConf.select(cfg, "model.net.pretrained_path")
+    stages = OmegaConf.select(cfg, "model.init_from")
+    if stages:
+        # A staged recipe: the parts start from earlier stages (which started from ImageNet).
+        return "stages:" + ",".join(str(s.get("checkpoint")) for s in stages)
     if path:
         return f"imagenet:{path}"
     if encoder.get("pretrained"):
@@ -261,14 +266,19 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     callbacks = _instantiate_group(cfg.get("callbacks"))
+    no_validation: dict[str, Any] = {}
     if not getattr(datamodule, "val_set_names", None):
-        # Nothing to select on but the test sets, which must never choose a checkpoint.
+        # Nothing to select on but the test sets, which must never choose a checkpoint; and
+        # no validation loop to run (Lightning would warn about the empty list of loaders).
         callbacks = [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and c.monitor)]
+        no_validation = {"limit_val_batches": 0}
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:
         # logger=none: nothing to report learning rates to (Lightning refuses the monitor).
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_validation
+    )
 
     plan = batch_plan(
         int(cfg.data.batch_size),

@@ -229,3 +229,91 @@ def test_a_method_recipe_without_imagenet_weights_stops(tmp_path: Path, compose_
     assert check_recipe(cfg) == "imagenet:/w/r34.pth"
     # The method's recipe reaches the trainer and the data: GFM's batch 32 and 500 epochs.
     assert (cfg.data.batch_size, cfg.trainer.max_epochs) == (32, 500)
+
+
+def _state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith(f"net.{prefix}")}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stages", "frozen", "overrides"),
+    [
+        # SHM: T-Net, then M-Net on the true trimap, then both, started from the two.
+        (
+            [("shm_tnet", []), ("shm_mnet", []), ("shm", [(0, "tnet."), (1, "mnet.")])],
+            {},
+            METHODS["shm"][1],
+        ),
+        # DIM: encoder-decoder, then the refiner on the frozen encoder-decoder, then all.
+        (
+            [("dim_stage1", []), ("dim_stage2", [(0, "backbone.")]), ("dim", [(1, "")])],
+            {1: "backbone."},
+            METHODS["dim"][1],
+        ),
+    ],
+    ids=["shm", "dim"],
+)
+def test_staged_recipes_start_each_part_from_the_stage_before(
+    tmp_path: Path, data_root: Path, compose_train, stages, frozen, overrides
+) -> None:
+    from hydra.utils import instantiate
+
+    checkpoints: list[Path] = []
+    for i, (config, sources) in enumerate(stages):
+        items = ", ".join(
+            f"{{checkpoint: '{checkpoints[j]}', prefix: '{prefix}'}}" for j, prefix in sources
+        )
+        cfg = compose_train(
+            tmp_path / config,
+            [
+                f"model={config}",
+                "experiment=ppt_b",
+                "trainer=cpu",
+                "trainer.max_epochs=1",
+                "from_scratch=true",
+                "validate_before=false",
+                "logger=none",
+                "callbacks.progress_bar=null",
+                f"data.root={data_root}",
+                *DATA,
+                *overrides,
+                *([f"model.init_from=[{items}]"] if sources else []),
+            ],
+        )
+        # The task starts each named part exactly from its stage's checkpoint.
+        own = {f"net.{k}": v for k, v in instantiate(cfg.model).net.state_dict().items()}
+        for j, prefix in sources:
+            start = _state(checkpoints[j], prefix)
+            assert start and all(torch.equal(own[k], v) for k, v in start.items()), prefix
+        result = train(cfg)
+        assert result["init"].startswith("stages:" if sources else "scratch")
+        checkpoints.append(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        if i in frozen:
+            # A frozen part leaves the stage as it came in, BatchNorm statistics included,
+            # while the rest trained.
+            source = checkpoints[sources[0][0]]
+            assert _same(_state(checkpoints[i], frozen[i]), _state(source, frozen[i]))
+            assert not _same(_state(checkpoints[i], ""), _state(source, ""))
+
+
+def test_frozen_parts_are_not_optimised_and_stay_in_eval_mode() -> None:
+    from p3m_lightning.models.shm import SHMNet
+    from p3m_lightning.task import MattingTask
+
+    net = SHMNet(psp_width=16, mnet_width_mult=0.125, stage="tnet")
+    task = MattingTask(net, freeze=["mnet."])
+    optimised = {
+        id(p) for g in task.configure_optimizers()["optimizer"].param_groups for p in g["params"]
+    }
+    assert optimised == {id(p) for p in net.tnet.parameters()}
+    task.train()
+    assert not any(m.training for m in net.mnet.modules())
+    assert all(m.training for m in net.tnet.modules())
+    with pytest.raises(ValueError, match="no parameters under 'decoder.'"):
+        MattingTask(SHMNet(psp_width=16, mnet_width_mult=0.125), freeze=["decoder."])

@@ -33,12 +33,18 @@ class SHMLoss(nn.Module):
     Args:
         gamma: weight of the alpha term against the composition term (0.5 in the paper).
         lam: weight of the T-Net cross-entropy (0.01 in the paper).
+        w_prediction: weight of the alpha and composition terms (1; 0 for the T-Net
+            pre-training stage, whose loss is the cross-entropy alone).
+
+    The pre-training stages: T-Net ``SHMLoss(w_prediction=0, lam=1)``; M-Net (no T-Net
+    output) ``SHMLoss(lam=0)``, where ``loss_trimap`` is then absent.
     """
 
-    def __init__(self, gamma: float = 0.5, lam: float = 0.01) -> None:
+    def __init__(self, gamma: float = 0.5, lam: float = 0.01, w_prediction: float = 1.0) -> None:
         super().__init__()
         self.gamma = gamma
         self.lam = lam
+        self.w_prediction = w_prediction
 
     def forward(
         self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
@@ -53,8 +59,14 @@ class SHMLoss(nn.Module):
             l_comp = composition_loss(
                 pred, batch["image"].float(), batch["fg"].float(), batch["bg"].float()
             )
-            l_t = cross_entropy_loss(
-                outputs["trimap_logits"].float(), trimap_classes(batch["trimap"])
-            )
-            total = self.gamma * l_alpha + (1 - self.gamma) * l_comp + self.lam * l_t
-        return {"loss": total, "loss_alpha": l_alpha, "loss_comp": l_comp, "loss_trimap": l_t}
+            total = self.w_prediction * (self.gamma * l_alpha + (1 - self.gamma) * l_comp)
+            terms = {"loss_alpha": l_alpha, "loss_comp": l_comp}
+            if "trimap_logits" in outputs:
+                l_t = cross_entropy_loss(
+                    outputs["trimap_logits"].float(), trimap_classes(batch["trimap"])
+                )
+                total = total + self.lam * l_t
+                terms["loss_trimap"] = l_t
+            elif self.lam:
+                raise KeyError("SHMLoss: lam > 0 needs the T-Net's trimap_logits")
+        return {"loss": total, **terms}

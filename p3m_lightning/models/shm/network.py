@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet50
 
+from p3m_lightning.models.contract import check_divisible
+from p3m_lightning.models.trimap_guided import trimap_levels
+
 __all__ = ["SHMNet"]
 
 
@@ -88,35 +91,72 @@ class _MNet(nn.Module):
 class SHMNet(nn.Module):
     """SHM: trimap-free; ``image`` ``(B, 3, H, W)`` ImageNet-normalised, H and W multiples of 32.
 
+    The paper trains in three stages, chosen by ``stage``:
+
+    - ``tnet``: T-Net alone (its cross-entropy); M-Net is not run, and ``alpha`` is read off
+      the trimap probabilities (foreground + half the unknown) so that the stage can be
+      validated;
+    - ``mnet``: M-Net alone on the ground-truth trimap: the network takes ``image`` and
+      ``trimap`` (``(B, 1, H, W)`` in [0, 255]), whose one-hot classes replace T-Net's
+      probabilities in M-Net's input and in the fusion; T-Net is not run;
+    - ``joint`` (the model): both, end to end, the fusion of T-Net's probabilities and M-Net's
+      alpha; start it from the two earlier stages' checkpoints (``MattingTask(init_from=...)``).
+
     Args:
         psp_width: pyramid-pooling branch width of T-Net (512 in PSPNet).
         mnet_width_mult: channel multiplier of M-Net's VGG-16 widths (1.0 in the paper).
         pretrained_path: optional local torchvision ResNet-50 state dict for T-Net.
+        stage: ``joint``, ``tnet`` or ``mnet``.
 
     Returns (forward): ``alpha`` ``(B, 1, H, W)`` fused, in [0, 1]; ``trimap_logits``
-    ``(B, 3, H, W)`` (0 background, 1 unknown, 2 foreground); ``alpha_raw`` M-Net's alpha.
+    ``(B, 3, H, W)`` (0 background, 1 unknown, 2 foreground; not in stage ``mnet``);
+    ``alpha_raw`` M-Net's alpha (not in stage ``tnet``).
     """
 
     inputs: ClassVar[tuple[str, ...]] = ("image",)
     input_divisor: ClassVar[int] = 32
+    STAGES: ClassVar[tuple[str, ...]] = ("joint", "tnet", "mnet")
 
     def __init__(
-        self, psp_width: int = 512, mnet_width_mult: float = 1.0, pretrained_path: str | None = None
+        self,
+        psp_width: int = 512,
+        mnet_width_mult: float = 1.0,
+        pretrained_path: str | None = None,
+        stage: str = "joint",
     ) -> None:
         super().__init__()
+        if stage not in self.STAGES:
+            raise ValueError(f"SHMNet stage must be one of {self.STAGES}, got {stage!r}")
         self.psp_width = psp_width
         self.mnet_width_mult = mnet_width_mult
+        self.stage = stage
+        # The M-Net pre-training stage reads the ground-truth trimap.
+        self.inputs = ("image", "trimap") if stage == "mnet" else ("image",)
         self.tnet = _TNet(psp_width, pretrained_path)
         self.mnet = _MNet(mnet_width_mult)
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
-        if image.shape[-1] % 32 or image.shape[-2] % 32:
-            raise ValueError(f"SHMNet: H, W must be multiples of 32, got {tuple(image.shape[-2:])}")
+    def forward(self, image: Tensor, trimap: Tensor | None = None) -> dict[str, Tensor]:
+        check_divisible(self, image)
+        if self.stage == "mnet":
+            if trimap is None:
+                raise ValueError("SHMNet stage 'mnet' takes the ground-truth trimap")
+            background, foreground = trimap_levels(trimap.float())
+            unknown = ~(background | foreground)
+            probs = torch.cat([background, unknown, foreground], 1).to(image.dtype)
+            alpha_raw = self.mnet(torch.cat([image, probs], 1))
+            alpha = (probs[:, 2:3] + probs[:, 1:2] * alpha_raw).clamp(0, 1)
+            return {"alpha": alpha, "alpha_raw": alpha_raw}
         logits = self.tnet(image)
         probs = logits.softmax(1)
+        if self.stage == "tnet":
+            return {"alpha": probs[:, 2:3] + 0.5 * probs[:, 1:2], "trimap_logits": logits}
         alpha_raw = self.mnet(torch.cat([image, probs], 1))
         alpha = (probs[:, 2:3] + probs[:, 1:2] * alpha_raw).clamp(0, 1)
         return {"alpha": alpha, "trimap_logits": logits, "alpha_raw": alpha_raw}
 
     def arch_config(self) -> dict[str, Any]:
-        return {"psp_width": self.psp_width, "mnet_width_mult": self.mnet_width_mult}
+        return {
+            "psp_width": self.psp_width,
+            "mnet_width_mult": self.mnet_width_mult,
+            "stage": self.stage,
+        }
