@@ -133,6 +133,7 @@ class MattingTask(pl.LightningModule):
         self.frozen = list(freeze or [])
         freeze_parts(net, self.frozen)
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self._frozen_to_eval()
         self.loss = loss if loss is not None else P3MLoss()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
         self.scheduler_factory = scheduler
@@ -156,11 +157,18 @@ class MattingTask(pl.LightningModule):
     def train(self, mode: bool = True) -> MattingTask:
         """``nn.Module.train``, keeping the frozen parts of the network in eval mode."""
         super().train(mode)
+        self._frozen_to_eval()
+        return self
+
+    def _frozen_to_eval(self) -> None:
         for prefix in self.frozen:
             for name, module in self.net.named_modules():
                 if name and f"{name}.".startswith(prefix):
                     module.eval()
-        return self
+
+    def on_train_epoch_start(self) -> None:
+        """Frozen parts stay in eval mode whatever mode Lightning set (BatchNorm statistics)."""
+        self._frozen_to_eval()
 
     def setup(self, stage: str) -> None:
         """Create one metric collection per validation and test set the datamodule names.

@@ -182,7 +182,7 @@ def test_method_trains_evaluates_and_reloads(
 def test_every_method_config_is_tested() -> None:
     configs = {p.stem for p in (CONF / "model").glob("*.yaml")}
     # p3m_r34: the default, every other test trains it; the stages: the staged-recipe test.
-    stages = {"shm_tnet", "shm_mnet", "dim_stage1", "dim_stage2"}
+    stages = {"shm_tnet", "shm_mnet", "dim_stage1", "dim_stage2", "lf_stage1", "lf_stage2"}
     assert configs - set(METHODS) == {"p3m_r34", *stages}
 
 
@@ -258,8 +258,14 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
             {1: "backbone."},
             METHODS["dim"][1],
         ),
+        # LF: segmentation, then the fusion network on the frozen rest, then all.
+        (
+            [("lf_stage1", []), ("lf_stage2", [(0, "")]), ("lf", [(1, "")])],
+            {1: "encoder."},
+            METHODS["lf"][1],
+        ),
     ],
-    ids=["shm", "dim"],
+    ids=["shm", "dim", "lf"],
 )
 def test_staged_recipes_start_each_part_from_the_stage_before(
     tmp_path: Path, data_root: Path, compose_train, stages, frozen, overrides
@@ -314,6 +320,8 @@ def test_frozen_parts_are_not_optimised_and_stay_in_eval_mode() -> None:
         id(p) for g in task.configure_optimizers()["optimizer"].param_groups for p in g["params"]
     }
     assert optimised == {id(p) for p in net.tnet.parameters()}
+    # From the start (Lightning may never call train() before the first step) and after.
+    assert not any(m.training for m in net.mnet.modules())
     task.train()
     assert not any(m.training for m in net.mnet.modules())
     assert all(m.training for m in net.tnet.modules())
