@@ -285,7 +285,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary = {
         "ckpt_path": str(ckpt_path),
         "architecture": loaded.architecture,
-        "strategy": strategy.name,
+        "strategy": strategy.spec(),
         "trimaps": trimaps,
         "max_side": int(cfg.max_side),
         "precision": precision,

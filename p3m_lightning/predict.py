@@ -10,7 +10,7 @@ A trimap-based model (DIM, AlphaGAN, GCA, IndexNet, FBA) needs a trimap per phot
 ``<stem>_trimap.png`` beside the photo, or ``<stem>.png`` / ``<stem>_trimap.png`` in the folder
 ``trimap=<folder>``; a background-based model (BASIC) likewise a plate ``<stem>_bg.<ext>``
 (or in ``plate=<folder>``). Without one for every photo the run stops before matting any,
-naming the photos that lack one. Such guide files are never taken as photos.
+naming the photos that lack one. For such a model its guide files are not taken as photos.
 
 Photos sharing a stem (``a.jpg`` and ``a.png``) are told apart by their suffix
 (``a_jpg_alpha.png``, ``a_png_alpha.png``), then by a number. A photo that cannot be read or
@@ -60,7 +60,8 @@ USAGE = (
 OUTPUT_KINDS = ("alpha", "rgba", "composite")
 """Suffixes of the files this tool writes; such files in the output folder are not inputs."""
 GUIDE_KINDS = {"trimap": "trimap", "bg": "plate"}
-"""Per-photo guide files (``<stem>_trimap.png``, ``<stem>_bg.jpg``): never inputs themselves."""
+"""Per-photo guide files (``<stem>_trimap.png``, ``<stem>_bg.jpg``) of the models that take
+them: for such a model they are not inputs themselves."""
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -93,30 +94,29 @@ def find_inputs(spec: str, output_dir: Path | None = None) -> list[Path]:
     def is_own_output(p: Path) -> bool:
         return p.parent.resolve() == out and p.stem.rsplit("_", 1)[-1] in OUTPUT_KINDS
 
-    def is_guide(p: Path) -> bool:
-        return p.stem.rsplit("_", 1)[-1] in GUIDE_KINDS
-
-    found = [
-        p
-        for p in candidates
-        if p.suffix.lower() in IMAGE_SUFFIXES and not is_own_output(p) and not is_guide(p)
-    ]
+    found = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and not is_own_output(p)]
     if not found:
         raise UsageError(f"input {spec!r}: no images found (suffixes: {', '.join(IMAGE_SUFFIXES)})")
     return found
 
 
+def without_guides(inputs: Sequence[Path], kinds: Sequence[str]) -> list[Path]:
+    """``inputs`` less the guide files of the ``kinds`` the model takes (``<stem>_trimap.png``
+    for a trimap-based model): they belong to the photos, they are not photos."""
+    return [p for p in inputs if p.stem.rsplit("_", 1)[-1] not in kinds or "_" not in p.stem]
+
+
 def find_guide(photo: Path, kind: str, folder: str | None) -> Path | None:
     """The ``kind`` (``trimap`` or ``bg``) file of ``photo``: ``<stem>_<kind>.<ext>`` beside it,
-    or in ``folder`` ``<stem>_<kind>.<ext>`` or ``<stem>.<ext>``; ``None`` if there is none."""
-    places = [photo.parent] if folder is None else [Path(folder).expanduser()]
+    or in ``folder`` ``<stem>_<kind>.<ext>`` or ``<stem>.<ext>`` (never the photo itself);
+    ``None`` if there is none."""
+    place = photo.parent if folder is None else Path(folder).expanduser()
     names = [f"{photo.stem}_{kind}"] + ([photo.stem] if folder is not None else [])
-    for place in places:
-        for name in names:
-            for suffix in IMAGE_SUFFIXES:
-                candidate = place / f"{name}{suffix}"
-                if candidate.is_file():
-                    return candidate
+    for name in names:
+        for suffix in IMAGE_SUFFIXES:
+            candidate = place / f"{name}{suffix}"
+            if candidate.is_file() and candidate.resolve() != photo.resolve():
+                return candidate
     return None
 
 
@@ -219,6 +219,10 @@ def _prepare(
     except (ValueError, ImportError, CheckpointError, ImageReadError) as err:
         raise UsageError(str(err)) from None
     needed = [k for k in GUIDE_KINDS if k in matter.inputs]
+    if needed:
+        inputs = without_guides(inputs, needed)
+        if not inputs:
+            raise UsageError(f"input {cfg.input!r}: only {' and '.join(needed)} files found")
     guides = find_guides(inputs, needed, {"trimap": cfg.get("trimap"), "bg": cfg.get("plate")})
     try:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -123,10 +123,14 @@ class Run:
     task_name: str
     path: str
     method: str = "p3m_net"
+    takes_trimap: bool | None = None
 
     @property
     def trimap_based(self) -> bool:
-        """Scored in the Table 1 layout (unknown region)."""
+        """Scored in the Table 1 layout (unknown region): the network takes a trimap (runs
+        written before ``inputs`` was recorded: by method name)."""
+        if self.takes_trimap is not None:
+            return self.takes_trimap
         return self.method in TRIMAP_BASED
 
 
@@ -186,6 +190,12 @@ def _training(metrics: dict[str, Any]) -> str | None:
     ppt = metrics.get("ppt") or {}
     train = ppt.get("train") or (ppt.get("setting") or "")[:1] or None
     return train if train in ("B", "N") else None
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    """The paper's order for known methods, then others (stages, your own) by name."""
+    order = list(METHOD_NAMES)
+    return (order.index(method) if method in order else len(order), method)
 
 
 def _method(metrics: dict[str, Any]) -> str:
@@ -255,6 +265,7 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
                 task_name=str(metrics.get("task_name")),
                 path=str(rel),
                 method=method,
+                takes_trimap=("trimap" in metrics["inputs"]) if "inputs" in metrics else None,
             )
         )
     return runs, notes
@@ -325,7 +336,7 @@ def _published_rows(runs: Sequence[Run], trimap_based: bool) -> list[tuple[str, 
                 [_fmt(PUBLISHED.get(c, {}).get(m), m) for c in COLUMNS for m in METRICS],
             )
         )
-    for method in sorted({r.method for r in runs}, key=list(METHOD_NAMES).index):
+    for method in sorted({r.method for r in runs}, key=_method_order):
         published = PUBLISHED_METHODS.get(method)
         if published is None:
             continue
@@ -446,7 +457,7 @@ def _write_table_csv(
         published = [] if trimap_based else [(PUBLISHED_NAME, PUBLISHED)]
         published += [
             (f"{METHOD_NAMES[m]} (paper)", PUBLISHED_METHODS[m])
-            for m in sorted({r.method for r in runs}, key=list(METHOD_NAMES).index)
+            for m in sorted({r.method for r in runs}, key=_method_order)
             if m in PUBLISHED_METHODS
         ]
         for name, figures in published:

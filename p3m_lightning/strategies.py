@@ -34,7 +34,6 @@ __all__ = [
     "Resize",
     "TrimapGuided",
     "build_strategy",
-    "strategy_name",
 ]
 
 
@@ -75,6 +74,17 @@ class InferenceStrategy:
 
     def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
         raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The strategy's own arguments (``max_side`` aside), for checkpoints."""
+        return {}
+
+    def spec(self) -> str | dict[str, Any]:
+        """What a checkpoint records: the name, or ``{"name", **params}`` where the
+        parameters differ from the defaults; ``build_strategy`` rebuilds either."""
+        defaults = type(self)().params()
+        params = self.params()
+        return self.name if params == defaults else {"name": self.name, **params}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_side={self.max_side})"
@@ -118,6 +128,9 @@ class Resize(InferenceStrategy):
         }
         alpha = _call(net, small)["alpha"].float()
         return resize(alpha, (h, w))[0, 0].clamp(0.0, 1.0)
+
+    def params(self) -> dict[str, Any]:
+        return {"scale": self.scale}
 
     def __repr__(self) -> str:
         return f"Resize(scale={self.scale}, max_side={self.max_side})"
@@ -164,6 +177,9 @@ class MODNetResize(InferenceStrategy):
         super().__init__(max_side)
         self.ref_size = int(ref_size)
 
+    def params(self) -> dict[str, Any]:
+        return {"ref_size": self.ref_size}
+
     def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
         from p3m_lightning.models.modnet.inference import modnet_alpha
 
@@ -175,14 +191,34 @@ class TrimapGuided(InferenceStrategy):
     """Trimap-based methods' protocol: the whole image at full resolution, known regions from
     the trimap.
 
-    Image and trimap are padded (reflected) on the bottom and right to the network's
-    ``input_divisor``, as the official test scripts of GCA, IndexNet and FBA pad; the alpha is
-    cropped back and set to 0 / 1 where the trimap says background / foreground. An image
-    with a side over ``max_side`` is run at a size capped to it and the alpha resized back
-    (the official scripts have no cap; the default 1600 leaves P3M-500-P untouched).
+    Image and trimap are brought to the network's ``input_divisor`` as the method's official
+    test script does, then the alpha is brought back and set to 0 / 1 where the trimap says
+    background / foreground:
+
+    - ``align="pad"`` (GCA; mmagic's DIM): reflection padding on the bottom and right, the
+      alpha cropped back;
+    - ``align="resize"`` (IndexNet, FBA): each side resized up to the next multiple (image
+      bicubic, trimap nearest; FBA's script uses Lanczos for the image, which torch lacks),
+      the alpha resized back bilinearly.
+
+    An image with a side over ``max_side`` is first run at a size capped to it (the official
+    scripts have no cap; the default 1600 leaves P3M-500-P untouched).
+
+    Args:
+        align: ``pad`` or ``resize``.
+        max_side: cap on each side the network sees.
     """
 
     name = "trimap_guided"
+
+    def __init__(self, align: str = "pad", max_side: int = MAX_SIDE) -> None:
+        super().__init__(max_side)
+        if align not in ("pad", "resize"):
+            raise ValueError(f"align must be 'pad' or 'resize', got {align!r}")
+        self.align = align
+
+    def params(self) -> dict[str, Any]:
+        return {"align": self.align}
 
     def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
         _check_inputs(net, inputs)
@@ -193,22 +229,41 @@ class TrimapGuided(InferenceStrategy):
         run = dict(inputs)
         if max(h, w) > self.max_side:
             ratio = self.max_side / max(h, w)
-            size = (max(1, round(h * ratio)), max(1, round(w * ratio)))
-            run = {
-                k: F.interpolate(v, size=size, mode="nearest") if k == "trimap" else resize(v, size)
-                for k, v in inputs.items()
-            }
+            run = _resized(inputs, (max(1, round(h * ratio)), max(1, round(w * ratio))))
         rh, rw = run["image"].shape[-2:]
         d = _divisor(net)
-        pad = (0, (-rw) % d, 0, (-rh) % d)
-        if any(pad):
-            # Reflection needs the pad to be smaller than the side; replicate otherwise.
-            mode = "reflect" if pad[1] < rw and pad[3] < rh else "replicate"
-            run = {k: F.pad(v, pad, mode=mode) for k, v in run.items()}
-        alpha = _call(net, run)["alpha"].float()[..., :rh, :rw]
+        if self.align == "resize":
+            size = (-(-rh // d) * d, -(-rw // d) * d)
+            alpha = _call(net, _resized(run, size, "bicubic"))["alpha"].float()
+            alpha = F.interpolate(alpha, size=(rh, rw), mode="bilinear", align_corners=False)
+        else:
+            pad = (0, (-rw) % d, 0, (-rh) % d)
+            if any(pad):
+                # Reflection needs the pad to be smaller than the side; replicate otherwise.
+                mode = "reflect" if pad[1] < rw and pad[3] < rh else "replicate"
+                run = {k: F.pad(v, pad, mode=mode) for k, v in run.items()}
+            alpha = _call(net, run)["alpha"].float()[..., :rh, :rw]
         if (rh, rw) != (h, w):
             alpha = resize(alpha, (h, w))
         return trimap_guided(alpha.clamp(0.0, 1.0), trimap.float())[0, 0]
+
+    def __repr__(self) -> str:
+        return f"TrimapGuided(align={self.align!r}, max_side={self.max_side})"
+
+
+def _resized(
+    inputs: Mapping[str, Tensor], size: tuple[int, int], image_mode: str = "bilinear"
+) -> dict[str, Tensor]:
+    """Every input at ``size``: the trimap by nearest neighbour (it keeps its three levels)."""
+    out = {}
+    for k, v in inputs.items():
+        if k == "trimap":
+            out[k] = F.interpolate(v, size=size, mode="nearest")
+        elif image_mode == "bicubic":
+            out[k] = F.interpolate(v, size=size, mode="bicubic", align_corners=False)
+        else:
+            out[k] = resize(v, size)
+    return out
 
 
 STRATEGIES: dict[str, type[InferenceStrategy]] = {
@@ -218,28 +273,33 @@ STRATEGIES: dict[str, type[InferenceStrategy]] = {
 
 
 def build_strategy(
-    spec: str | InferenceStrategy | Strategy, max_side: int | None = None
+    spec: str | Mapping[str, Any] | InferenceStrategy | Strategy, max_side: int | None = None
 ) -> InferenceStrategy:
-    """A strategy from its name in ``STRATEGIES`` or an already built component.
+    """A strategy from its name in ``STRATEGIES``, a ``{"name", **params}`` record (what a
+    checkpoint stores, ``InferenceStrategy.spec``) or an already built component.
 
     Args:
-        spec: a name (``resize``, ``hybrid``, ``gfm_hybrid``, ``modnet``, ``trimap_guided``)
-            or an ``InferenceStrategy``.
-        max_side: cap on each side the network sees (for a name; ``None``: the default).
+        spec: a name (``resize``, ``hybrid``, ``gfm_hybrid``, ``modnet``, ``trimap_guided``),
+            a record with the strategy's parameters, or an ``InferenceStrategy``.
+        max_side: cap on each side the network sees (``None``: the default).
 
     Raises:
-        ValueError: an unknown name, listing the known ones.
+        ValueError: an unknown name or parameter, naming the known ones.
     """
     if isinstance(spec, InferenceStrategy):
         if max_side is not None:
             spec.max_side = int(max_side)
         return spec
+    params: dict[str, Any] = {}
+    if isinstance(spec, Mapping):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        spec = str(spec.get("name"))
     name = spec.value if isinstance(spec, Strategy) else str(spec)
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](max_side=MAX_SIDE if max_side is None else int(max_side))
-
-
-def strategy_name(strategy: InferenceStrategy) -> str:
-    """The registered name of ``strategy`` (what a checkpoint records)."""
-    return strategy.name
+    cls = STRATEGIES[name]
+    known = set(cls().params())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"strategy {name}: unknown parameters {unknown}; known: {sorted(known)}")
+    return cls(**params, max_side=MAX_SIDE if max_side is None else int(max_side))

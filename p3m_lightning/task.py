@@ -17,6 +17,7 @@ from p3m_lightning.models.checkpoint import ARCHITECTURE_KEY, architecture_recor
 from p3m_lightning.models.feature_copy_paste import FeatureCopyPaste
 from p3m_lightning.models.init_from import freeze as freeze_parts
 from p3m_lightning.models.init_from import init_from as load_parts
+from p3m_lightning.models.registry import architecture_of
 from p3m_lightning.strategies import InferenceStrategy, build_strategy
 
 DEFAULT_EVAL_SET = "val"
@@ -124,10 +125,12 @@ class MattingTask(pl.LightningModule):
             ]
         )
         self.strategy = build_strategy(strategy, max_side)
-        self.hparams["strategy"] = self.strategy.name
+        self.hparams["strategy"] = self.strategy.spec()
         self.feature_copy_paste = feature_copy_paste
         if feature_copy_paste is not None and net_inputs(net) != ("image",):
             raise ValueError("feature-level copy-paste (cp=fcp) needs an image-only network")
+        # Checkpoints rebuild only registered architectures: say so now, not after an epoch.
+        architecture_of(net)
         if init_from:
             load_parts(net, init_from)
         self.frozen = list(freeze or [])
@@ -361,4 +364,4 @@ class MattingTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the architecture so ``load_model`` rebuilds the network from the file alone."""
-        checkpoint[ARCHITECTURE_KEY] = architecture_record(self.net, self.strategy.name)
+        checkpoint[ARCHITECTURE_KEY] = architecture_record(self.net, self.strategy.spec())

@@ -266,18 +266,25 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    no_validation: dict[str, Any] = {}
+    trainer_overrides: dict[str, Any] = {}  # trainer overrides
     if not getattr(datamodule, "val_set_names", None):
         # Nothing to select on but the test sets, which must never choose a checkpoint; and
         # no validation loop to run (Lightning would warn about the empty list of loaders).
         callbacks = [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and c.monitor)]
-        no_validation = {"limit_val_batches": 0}
+        trainer_overrides = {"limit_val_batches": 0}
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:
         # logger=none: nothing to report learning rates to (Lightning refuses the monitor).
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if OmegaConf.select(cfg, "model.discriminator") is not None and (
+        str(cfg.trainer.get("strategy")) == "ddp"
+    ):
+        # Adversarial methods alternate two optimisers: each backward leaves the other
+        # network's parameters without gradients, which plain DDP refuses.
+        trainer_overrides["strategy"] = "ddp_find_unused_parameters_true"
+        log.info("a discriminator is trained: DDP with find_unused_parameters=True")
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_validation
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides
     )
 
     plan = batch_plan(
@@ -328,6 +335,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "ppt": OmegaConf.to_container(cfg.ppt, resolve=True) if cfg.get("ppt") else None,
         "ppt_train": cfg.data.get("ppt_train"),
         "method": method_name(cfg),
+        # The batch keys the network takes: "trimap" marks a trimap-based method (Table 1).
+        "inputs": list(getattr(getattr(model, "net", None), "inputs", ("image",))),
         "encoder": _container(OmegaConf.select(cfg, "model.net.encoder", default=None)),
         "init": init,
         "seed": cfg.get("seed"),

@@ -247,5 +247,14 @@ def test_trimap_based_model_takes_a_trimap_per_photo(
     assert "2 done, 0 failed" in capsys.readouterr().out
     alpha = np.asarray(Image.open(out / "a_alpha.png"))
     assert (alpha[:8] == 0).all() and (alpha[-8:] == 255).all()
-    # The trimap beside a photo is a guide, never a photo itself.
-    assert [p.name for p in find_inputs(str(photos))] == ["a.jpg", "b.jpg"]
+    # The trimap beside a photo is a guide for this model, not a photo itself; for an
+    # image-only model it is a photo like any other.
+    from p3m_lightning.predict import without_guides
+
+    found = find_inputs(str(photos))
+    assert [p.name for p in found] == ["a.jpg", "a_trimap.png", "b.jpg"]
+    assert [p.name for p in without_guides(found, ["trimap"])] == ["a.jpg", "b.jpg"]
+    # A trimap folder that is the photos' own never gives a photo as its own trimap.
+    from p3m_lightning.predict import find_guide
+
+    assert find_guide(photos / "a_trimap.png", "trimap", str(photos)) is None

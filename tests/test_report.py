@@ -269,3 +269,36 @@ def test_face_region_figures_are_reported_where_measured_only(tmp_path: Path) ->
     rows = read_csv(tmp_path / "runs.csv")
     assert [r["P3M-500-P_sad_face"] for r in rows] == ["0.5", "1.5"]
     assert all(r["P3M-500-NP_sad_face"] == "" for r in rows)
+
+
+def _row_names(markdown: str) -> list[str]:
+    return [line.split(" | ")[0][2:] for line in markdown.splitlines() if line.startswith("| ")]
+
+
+def test_methods_get_their_rows_and_trimap_based_runs_their_own_table(tmp_path: Path) -> None:
+    """A row per method with its paper row; trimap-taking runs (a Table 1 method, a staged
+    SHM M-Net) in the unknown-region table; a method the report does not know is listed."""
+    rng = np.random.default_rng(7)
+    runs = {
+        "gfm": ("gfm", ["image"]),
+        "gca": ("gca", ["image", "trimap"]),
+        "shm_mnet": ("shm_mnet", ["image", "trimap"]),
+        "tiny": ("tiny", ["image"]),
+    }
+    for folder, (method, inputs) in runs.items():
+        for train in ("B", "N"):
+            metrics = fake_metrics(train, {}, 1, rng)
+            metrics.update({"method": method, "inputs": inputs})
+            path = tmp_path / f"{folder}_{train}" / "metrics.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(metrics))
+    report = write_report(tmp_path)
+    whole, _, table1 = report["markdown"].partition("## Trimap-based methods")
+    assert {"GFM (paper)", "GFM", "tiny", PUBLISHED_NAME} <= set(_row_names(whole))
+    assert "GCA" not in _row_names(whole) and "shm_mnet" not in _row_names(whole)
+    assert {"GCA (paper)", "GCA", "shm_mnet"} <= set(_row_names(table1))
+    # The Table 1 columns are the unknown-region figures of the runs.
+    gca_b = json.loads((tmp_path / "gca_B" / "metrics.json").read_text())["after"]
+    line = next(x for x in table1.splitlines() if x.startswith("| GCA |"))
+    assert f"{gca_b['test/P3M-500-P/sad_trimap']:.2f}" == line.split(" | ")[2]
+    assert (tmp_path / "table1.csv").is_file()

@@ -105,3 +105,26 @@ def test_missing_input_and_unknown_name_are_named() -> None:
     with pytest.raises(ValueError, match="unknown strategy 'fast'; choose one of resize"):
         build_strategy("fast")
     assert set(STRATEGIES) == {"resize", "hybrid", "gfm_hybrid", "modnet", "trimap_guided"}
+
+
+def test_trimap_guided_resize_alignment_runs_at_the_next_multiple() -> None:
+    net = TrimapEcho()
+    image = torch.randn(1, 3, 37, 45)
+    trimap = torch.full((1, 1, 37, 45), 128.0)
+    trimap[..., :5, :] = 0.0
+    alpha = TrimapGuided(align="resize")(net, {"image": image, "trimap": trimap})
+    assert net.seen == [(torch.Size([1, 3, 40, 48]), torch.Size([1, 1, 40, 48]))]
+    assert alpha.shape == (37, 45) and (alpha[:5] == 0).all()
+    torch.testing.assert_close(alpha[5:], torch.full((32, 45), 0.5))
+
+
+def test_a_strategy_with_parameters_is_recorded_and_rebuilt_with_them() -> None:
+    assert Resize().spec() == "resize"  # defaults: the name alone
+    spec = Resize(scale=1.0).spec()
+    assert spec == {"name": "resize", "scale": 1.0}
+    rebuilt = build_strategy(spec, max_side=800)
+    assert isinstance(rebuilt, Resize) and rebuilt.scale == 1.0 and rebuilt.max_side == 800
+    aligned = build_strategy({"name": "trimap_guided", "align": "resize"})
+    assert aligned.align == "resize"
+    with pytest.raises(ValueError, match=r"unknown parameters \['scale'\]; known: \['align'\]"):
+        build_strategy({"name": "trimap_guided", "scale": 2})

@@ -85,13 +85,13 @@ BUILTIN_ARCHITECTURES = (
     Architecture(
         "indexnet",
         "p3m_lightning.models.indexnet.network:IndexNet",
-        "trimap_guided",
+        {"name": "trimap_guided", "align": "resize"},
         description="IndexNet Matting (ICCV 2019), MobileNetV2, trimap-based",
     ),
     Architecture(
         "fba",
         "p3m_lightning.models.fba.network:FBANet",
-        "trimap_guided",
+        {"name": "trimap_guided", "align": "resize"},
         description="FBA Matting (2020), ResNet-50 GN+WS, trimap-based",
         not_exportable="aten::cummax (its trimap distance transform) has no ONNX operator",
     ),

@@ -116,8 +116,11 @@ def _summarise(names: list[str]) -> str:
     return f"{shown}{' ...' if len(names) > 20 else ''} ({len(names)} in all)"
 
 
-def architecture_record(net: nn.Module, strategy: str | None = None) -> dict[str, Any]:
-    """What a checkpoint stores to rebuild ``net``: registered name, config, strategy.
+def architecture_record(
+    net: nn.Module, strategy: str | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild ``net``: registered name, config, strategy (a name,
+    or ``{"name", **params}`` where its parameters are not the defaults).
 
     Raises:
         ValueError: ``net``'s class is not registered.
@@ -182,7 +185,7 @@ class LoadedModel:
 
     net: nn.Module
     architecture: str
-    strategy: str
+    strategy: str | dict[str, Any]
 
 
 def load_checkpoint(
@@ -245,7 +248,8 @@ def load_checkpoint(
         net = net.to(memory_format=torch.channels_last)
         if fuse_bn:
             net = fuse_conv_bn(net)
-    return LoadedModel(net, name, str(strategy or get_architecture(name).default_strategy))
+    strategy = strategy or get_architecture(name).default_strategy
+    return LoadedModel(net, name, strategy if isinstance(strategy, dict) else str(strategy))
 
 
 def load_model(

@@ -34,8 +34,8 @@ class Architecture:
         name: the name checkpoints and ``load_model(architecture=...)`` use.
         target: ``"module:Class"`` of the network; called with the config as keyword
             arguments unless ``builder`` is given.
-        default_strategy: the inference strategy of its published test protocol
-            (``p3m_lightning.strategies.STRATEGIES``).
+        default_strategy: the inference strategy of its published test protocol: a name of
+            ``p3m_lightning.strategies.STRATEGIES`` or ``{"name", **params}``.
         photo_strategy: the strategy recommended for one's own photos, where it differs
             (P3M-Net: ``hybrid``); ``None``: ``default_strategy``.
         builder: optional ``"module:function"`` taking the config dict (for architectures
@@ -49,7 +49,7 @@ class Architecture:
 
     name: str
     target: str
-    default_strategy: str
+    default_strategy: str | dict[str, Any]
     photo_strategy: str | None = None
     builder: str | None = None
     published: str | None = None
@@ -110,9 +110,26 @@ def build_architecture(
     if config is not None and not isinstance(config, dict):
         raise CheckpointError(f"{source}: the {name} config is not a mapping")
     try:
-        return architecture.build(config)
-    except (TypeError, ValueError, KeyError) as err:
+        return architecture.build(without_initialisation(config or {}))
+    # Whatever the constructor raises on values it rejects (negative widths: RuntimeError).
+    except Exception as err:  # noqa: BLE001
         raise CheckpointError(f"{source}: cannot build {name} from {config!r}: {err}") from None
+
+
+_INITIALISATION_KEYS = frozenset({"pretrained_path", "weights_path", "pretrained"})
+
+
+def without_initialisation(config: Any) -> Any:
+    """``config`` less the keys that read weights from a path or the hub (at any depth): a
+    network rebuilt for a checkpoint takes its weights from the checkpoint, and a file must
+    not make the loader read other files or go online."""
+    if isinstance(config, dict):
+        return {
+            k: without_initialisation(v) for k, v in config.items() if k not in _INITIALISATION_KEYS
+        }
+    if isinstance(config, list):
+        return [without_initialisation(v) for v in config]
+    return config
 
 
 def architecture_of(net: nn.Module) -> Architecture:

@@ -17,7 +17,7 @@ from p3m_lightning.models import (
     load_model,
 )
 from p3m_lightning.models.gfm import GFMNet
-from p3m_lightning.strategies import STRATEGIES
+from p3m_lightning.strategies import build_strategy
 
 BUILTIN = {
     "p3m_net",
@@ -43,8 +43,8 @@ def test_every_builtin_resolves_to_a_contract_network() -> None:
         cls = architecture.resolve()
         assert set(cls.inputs) <= {"image", "trimap", "bg"} and "image" in cls.inputs, name
         assert isinstance(cls.input_divisor, int), name
-        assert architecture.default_strategy in STRATEGIES, name
-        assert (architecture.photo_strategy or architecture.default_strategy) in STRATEGIES
+        assert build_strategy(architecture.default_strategy), name  # a known, valid spec
+        assert build_strategy(architecture.photo_strategy or architecture.default_strategy)
 
 
 def test_a_checkpoint_cannot_name_code_outside_the_allow_list(tmp_path: Path) -> None:
@@ -57,6 +57,25 @@ def test_a_checkpoint_cannot_name_code_outside_the_allow_list(tmp_path: Path) ->
         load_model(path)
     with pytest.raises(CheckpointError, match="cannot build gfm"):
         build_architecture("gfm", {"no_such_argument": 1}, "x.ckpt")
+    # Values the constructor rejects in any way are a named error, not a traceback.
+    with pytest.raises(CheckpointError, match="x.ckpt: cannot build gfm"):
+        build_architecture("gfm", {"width": -1}, "x.ckpt")
+
+
+def test_a_checkpoint_cannot_make_the_loader_read_other_files(tmp_path: Path) -> None:
+    """Initialisation keys (local files, the hub) in a recorded config are ignored."""
+    net = GFMNet(width=8).eval()
+    path = tmp_path / "gfm.ckpt"
+    record = {"name": "gfm", "config": {"width": 8, "pretrained_path": "/dev/zero"}}
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "architecture": record,
+        },
+        path,
+    )
+    loaded = load_model(path)  # /dev/zero would never finish loading
+    assert architecture_of(loaded).name == "gfm"
 
 
 def test_record_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
