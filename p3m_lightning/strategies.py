@@ -122,11 +122,7 @@ class Resize(InferenceStrategy):
             _scaled_side(h, self.scale, d, self.max_side),
             _scaled_side(w, self.scale, d, self.max_side),
         )
-        small = {
-            k: F.interpolate(v, size=size, mode="nearest") if k == "trimap" else resize(v, size)
-            for k, v in inputs.items()
-        }
-        alpha = _call(net, small)["alpha"].float()
+        alpha = _call(net, _resized(inputs, size))["alpha"].float()
         return resize(alpha, (h, w))[0, 0].clamp(0.0, 1.0)
 
     def params(self) -> dict[str, Any]:

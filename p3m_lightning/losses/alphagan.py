@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.losses.adversarial import HoldsDiscriminator, bce_real_or_fake
 from p3m_lightning.losses.dim import DIMLoss
 
 __all__ = ["AlphaGANLoss", "composite_on_new_background", "discriminator_loss"]
@@ -44,11 +44,6 @@ def composite_on_new_background(alpha: Tensor, batch: Mapping[str, Tensor]) -> T
     return alpha * batch["fg"] + (1 - alpha) * new_bg
 
 
-def _bce(logits: Tensor, real: bool) -> Tensor:
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
-
-
 def discriminator_loss(
     discriminator: nn.Module, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
 ) -> Tensor:
@@ -65,10 +60,10 @@ def discriminator_loss(
     fake = composite_on_new_background(outputs["alpha_pred"].detach(), batch)
     real_logits = discriminator(batch["image"], batch["trimap"])
     fake_logits = discriminator(fake, batch["trimap"])
-    return 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
+    return 0.5 * (bce_real_or_fake(real_logits, True) + bce_real_or_fake(fake_logits, False))
 
 
-class AlphaGANLoss(nn.Module):
+class AlphaGANLoss(HoldsDiscriminator):
     """Generator loss ``w_alpha loss_alpha + w_comp loss_comp + w_adv loss_adv``.
 
     The discriminator is held by reference (not registered as a submodule), so this loss has
@@ -88,15 +83,9 @@ class AlphaGANLoss(nn.Module):
         w_comp: float = 1.0,
         w_adv: float = 1.0,
     ) -> None:
-        super().__init__()
-        self._discriminator = [discriminator] if discriminator is not None else []
+        super().__init__(discriminator)
         self.dim = DIMLoss(w_alpha=w_alpha, w_comp=w_comp, w_refine=0.0)
         self.w_adv = w_adv
-
-    def attach_discriminator(self, discriminator: nn.Module) -> None:
-        """Use ``discriminator`` for the adversarial term (held by reference, not registered:
-        the training task owns it, its optimiser and its place in the checkpoint)."""
-        self._discriminator = [discriminator]
 
     def forward(
         self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
@@ -111,8 +100,8 @@ class AlphaGANLoss(nn.Module):
             ``loss``, ``loss_alpha``, ``loss_comp`` and, with a discriminator, ``loss_adv``.
         """
         terms = self.dim({"alpha_pred": outputs["alpha_pred"]}, batch)
-        if self._discriminator:
+        if self.discriminator is not None:
             fake = composite_on_new_background(outputs["alpha_pred"], batch)
-            terms["loss_adv"] = _bce(self._discriminator[0](fake, batch["trimap"]), True)
+            terms["loss_adv"] = bce_real_or_fake(self.discriminator(fake, batch["trimap"]), True)
             terms["loss"] = terms["loss"] + self.w_adv * terms["loss_adv"]
         return terms

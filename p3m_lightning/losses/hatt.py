@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.losses.adversarial import HoldsDiscriminator, bce_real_or_fake
+
 __all__ = ["HATTLoss", "discriminator_loss", "gaussian_window", "ssim"]
 
 _C1 = 0.01**2
@@ -76,12 +78,6 @@ def ssim(pred: Tensor, target: Tensor, size: int = 11, sigma: float = 1.5) -> Te
     return (luminance * structure).mean().float()
 
 
-def _bce(logits: Tensor, real: bool) -> Tensor:
-    logits = logits.float()
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
-
-
 def discriminator_loss(
     discriminator: nn.Module, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
 ) -> Tensor:
@@ -98,10 +94,10 @@ def discriminator_loss(
     with torch.autocast(device_type=batch["alpha"].device.type, enabled=False):
         real = discriminator(batch["image"].float(), batch["alpha"].float())
         fake = discriminator(batch["image"].float(), outputs["alpha"].detach().float())
-        return 0.5 * (_bce(real, True) + _bce(fake, False))
+        return 0.5 * (bce_real_or_fake(real, True) + bce_real_or_fake(fake, False))
 
 
-class HATTLoss(nn.Module):
+class HATTLoss(HoldsDiscriminator):
     """Generator loss ``w_mse L_MSE + w_ssim L_SSIM + w_adv L_adv``.
 
     The discriminator is held by reference (not registered as a submodule), so this loss has
@@ -123,17 +119,11 @@ class HATTLoss(nn.Module):
         w_adv: float = 1.0,
         ssim_window: int = 11,
     ) -> None:
-        super().__init__()
-        self._discriminator = [discriminator] if discriminator is not None else []
+        super().__init__(discriminator)
         self.w_mse = w_mse
         self.w_ssim = w_ssim
         self.w_adv = w_adv
         self.ssim_window = ssim_window
-
-    def attach_discriminator(self, discriminator: nn.Module) -> None:
-        """Use ``discriminator`` for the adversarial term (held by reference, not registered:
-        the training task owns it, its optimiser and its place in the checkpoint)."""
-        self._discriminator = [discriminator]
 
     def forward(
         self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
@@ -151,7 +141,7 @@ class HATTLoss(nn.Module):
         """
         missing = [k for k in ("alpha",) if k not in batch]
         missing += [f"outputs.{k}" for k in ("alpha",) if k not in outputs]
-        if self._discriminator and "image" not in batch:
+        if self.discriminator is not None and "image" not in batch:
             missing.append("image")
         if missing:
             raise KeyError(f"HATTLoss: missing {missing}.")
@@ -161,9 +151,9 @@ class HATTLoss(nn.Module):
             terms = {"loss_mse": F.mse_loss(pred, alpha)}
             terms["loss_ssim"] = 1.0 - ssim(pred, alpha, self.ssim_window)
             total = self.w_mse * terms["loss_mse"] + self.w_ssim * terms["loss_ssim"]
-            if self._discriminator:
-                logits = self._discriminator[0](batch["image"].float(), pred)
-                terms["loss_adv"] = _bce(logits, True)
+            if self.discriminator is not None:
+                logits = self.discriminator(batch["image"].float(), pred)
+                terms["loss_adv"] = bce_real_or_fake(logits, True)
                 total = total + self.w_adv * terms["loss_adv"]
             terms["loss"] = total
         return terms
@@ -171,5 +161,5 @@ class HATTLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"w_mse={self.w_mse}, w_ssim={self.w_ssim}, w_adv={self.w_adv}, "
-            f"adversarial={bool(self._discriminator)}, ssim_window={self.ssim_window}"
+            f"adversarial={self.discriminator is not None}, ssim_window={self.ssim_window}"
         )
