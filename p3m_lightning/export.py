@@ -41,6 +41,7 @@ from torch import nn
 
 from p3m_lightning.atomic import atomic_path
 from p3m_lightning.models import CheckpointError, load_checkpoint
+from p3m_lightning.models.contract import example_inputs
 from p3m_lightning.models.registry import get_architecture
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -90,17 +91,8 @@ class AlphaWrapper(nn.Module):
 
 
 def _example_inputs(model: nn.Module) -> tuple[torch.Tensor, ...]:
-    """Example inputs in ``model.inputs`` order at ``TRACE_SIZE``."""
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(0)
-    tensors = {
-        "image": torch.randn(1, 3, *TRACE_SIZE, generator=gen),
-        "bg": torch.randn(1, 3, *TRACE_SIZE, generator=gen),
-        "trimap": torch.full((1, 1, *TRACE_SIZE), 128.0),
-    }
-    tensors["trimap"][..., : TRACE_SIZE[0] // 4, :] = 0.0
-    tensors["trimap"][..., TRACE_SIZE[0] // 2 :, :] = 255.0
-    return tuple(tensors[k].to(device) for k in getattr(model, "inputs", ("image",)))
+    """Example inputs in ``model.inputs`` order at ``TRACE_SIZE``, on the model's device."""
+    return example_inputs(model, *TRACE_SIZE, next(model.parameters()).device)
 
 
 def _is_p3m_net(model: nn.Module) -> bool:

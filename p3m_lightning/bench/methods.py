@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from p3m_lightning.models.contract import example_inputs as contract_inputs
+
 SIZE = 512
 
 METHODS: dict[str, tuple[str, dict]] = {
@@ -42,15 +44,7 @@ def build(target: str, kwargs: dict) -> nn.Module:
 
 def example_inputs(net: nn.Module, size: int = SIZE) -> list[torch.Tensor]:
     """Inputs in the order of ``net.inputs``: an image, and a trimap or plate when asked."""
-    gen = torch.Generator().manual_seed(0)
-    tensors = {
-        "image": torch.randn(1, 3, size, size, generator=gen),
-        "bg": torch.randn(1, 3, size, size, generator=gen),
-        "trimap": torch.full((1, 1, size, size), 128.0),
-    }
-    tensors["trimap"][..., : size // 4, :] = 0.0
-    tensors["trimap"][..., size // 2 :, size // 4 : 3 * size // 4] = 255.0
-    return [tensors[name] for name in getattr(net, "inputs", ("image",))]
+    return list(contract_inputs(net, size, size))
 
 
 def gflops(net: nn.Module, inputs: list[torch.Tensor]) -> float:
