@@ -31,7 +31,7 @@ from p3m_lightning.models.bn_folding import fuse_conv_bn
 from p3m_lightning.models.encoders import ResNet34MP
 from p3m_lightning.models.p3mnet import P3MNet
 from p3m_lightning.models.registry import architecture_of, build_architecture, get_architecture
-from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint, tensor_state
 
 ARCHITECTURE_KEY = "architecture"
 """Key under which the project's checkpoints store ``architecture_record(net)``."""
@@ -50,12 +50,6 @@ _ALIASES = (
     ("encoder3.", "resnet.layer3."),
     ("encoder4.", "resnet.layer4."),
 )
-
-
-def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 def from_published(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -217,10 +211,7 @@ def load_checkpoint(
     raw = read_checkpoint(path, map_location)
     record = raw.get(ARCHITECTURE_KEY)
     legacy = raw.get(LEGACY_ARCH_KEY)
-    state = raw.get("state_dict", raw)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
-    state = _strip_prefix(state, "module.")
+    state = tensor_state(raw, path)
     strategy = None
     if isinstance(record, dict) or isinstance(legacy, dict):
         state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}

@@ -15,17 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint, tensor_state
 
 __all__ = ["freeze", "init_from"]
 
 
 def _network_state(path: Path) -> dict[str, torch.Tensor]:
     """The network's state of a project checkpoint (``net.*``) or a bare state dict."""
-    raw = read_checkpoint(path, "cpu")
-    state = raw.get("state_dict", raw)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
+    state = tensor_state(read_checkpoint(path, "cpu"), path)
     if any(k.startswith("net.") for k in state):
         state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     return state

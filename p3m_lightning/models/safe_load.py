@@ -44,3 +44,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
+
+
+def tensor_state(raw: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a read checkpoint: ``raw["state_dict"]`` (or ``raw`` itself, a bare
+    state dict), checked to map names to tensors, with a DataParallel ``module.`` prefix that
+    every name carries stripped.
+
+    Raises:
+        CheckpointError: it is not a mapping of names to tensors.
+    """
+    state = raw.get("state_dict", raw)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state

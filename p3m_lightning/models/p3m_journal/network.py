@@ -14,7 +14,7 @@ from p3m_lightning.models.p3m_journal.common import match_problems
 from p3m_lightning.models.p3m_journal.swin import SwinEncoder
 from p3m_lightning.models.p3m_journal.vitae import ViTAEEncoder
 from p3m_lightning.models.p3mnet import check_input_size, encoder_decoder_groups, fuse
-from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
+from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint, tensor_state
 
 ENCODERS: dict[str, type[nn.Module]] = {"vitae_s": ViTAEEncoder, "swin_t": SwinEncoder}
 
@@ -151,13 +151,7 @@ class JournalDecoder(nn.Module):
 def published_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The model state of a journal P3M-Net checkpoint (``{"state_dict": ...}`` as released,
     or a bare state dict), ``module.`` prefixes stripped and ``attn_mask`` buffers dropped."""
-    obj = read_checkpoint(path)
-    state = obj.get("state_dict", obj)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: 'state_dict' is not a dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return drop_attention_masks(state)
+    return drop_attention_masks(tensor_state(read_checkpoint(path), path))
 
 
 def drop_attention_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
