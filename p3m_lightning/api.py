@@ -35,7 +35,8 @@ from torch import nn
 
 from p3m_lightning.imageio import alpha_to_uint8, pil_to_rgb8, read_image, to_rgb8
 from p3m_lightning.inference import MAX_SIDE
-from p3m_lightning.models import P3MNet, load_checkpoint
+from p3m_lightning.methods.p3m_net.network import P3MNet
+from p3m_lightning.models.checkpoint import load_checkpoint
 from p3m_lightning.models.registry import get_architecture
 from p3m_lightning.normalization import normalize
 from p3m_lightning.runtime import BACKENDS, OnnxRuntimeNet
@@ -143,7 +144,7 @@ class Matter:
 
     Args:
         ckpt_path: a published ``.pth``, a bare state dict or a Lightning ``.ckpt`` of this
-            project (see ``p3m_lightning.models.load_model``).
+            project (see ``p3m_lightning.models.checkpoint.load_model``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         strategy: an inference strategy name (``p3m_lightning.strategies.STRATEGIES``) or
             component; ``None``: the method's choice for photos (P3M-Net: ``hybrid``; the

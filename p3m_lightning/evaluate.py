@@ -20,7 +20,6 @@ count) and, with ``save_predictions=true``, ``predictions/<set>/<name>.png``.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections.abc import Iterable
@@ -41,7 +40,6 @@ USAGE = (
     "[strategy=resize|hybrid|gfm_hybrid|modnet|trimap_guided] "
     "[save_predictions=true] [device=cpu|cuda] [precision=32|bf16]"
 )
-PRECISIONS = ("32", "bf16")
 EXIT_USAGE = 2
 
 # The ten metrics in ``p3m_lightning.metrics.METRIC_NAMES`` order (a test checks it), with the
@@ -94,6 +92,7 @@ def _options(cfg: DictConfig) -> tuple[str | None, str, torch.device]:
     """
     import torch
 
+    from p3m_lightning.evaluation import PRECISIONS
     from p3m_lightning.strategies import STRATEGIES
 
     strategy = cfg.get("strategy")
@@ -111,18 +110,6 @@ def _options(cfg: DictConfig) -> tuple[str | None, str, torch.device]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; use 'cpu'")
     return strategy, precision, device
-
-
-def _set_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean of each metric over ``rows`` (None without images) and the image count."""
-    n = len(rows)
-    # Summed in image order in float64 as MattingMetrics does: MattingTask's means, to the bit,
-    # for the same predictions.
-    means = {name: (sum(row[name] for row in rows) / n if n else None) for name in METRIC_TITLES}
-    faces = [row for row in rows if "sad_face" in row]
-    if faces:
-        means.update({k: sum(row[k] for row in faces) / len(faces) for k in FACE_TITLES})
-    return {"n_images": n, **means}
 
 
 def _format_value(name: str, value: float | None) -> str:
@@ -149,64 +136,41 @@ def format_table(sets: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["set", "name", *METRIC_TITLES, *FACE_TITLES])
-        writer.writeheader()
-        # repr keeps every bit, so the CSV's means are the summary's.
-        writer.writerows(
-            {k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows
-        )
-
-
 def _evaluate_set(
     model: nn.Module,
     loader: Iterable[dict[str, Any]],
     set_name: str,
-    cfg: DictConfig,
     strategy: InferenceStrategy,
+    precision: str,
+    channels_last: bool,
     device: torch.device,
     predictions_dir: Path | None,
-) -> list[dict[str, Any]]:
-    """Score every image of one evaluation set; returns a row per image."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score every image of one evaluation set through the task's own evaluation path.
+
+    Returns:
+        The set's summary (``n_images`` and the mean of each metric, as ``MattingTask``'s
+        test computes it) and a row per scored image.
+    """
     import torch
     from tqdm import tqdm
 
-    from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
+    from p3m_lightning.evaluation import score_image
     from p3m_lightning.metrics import MattingMetrics
 
-    inputs = tuple(getattr(model, "inputs", ("image",)))
-    rows = []
-    bf16 = str(cfg.precision) == "bf16"
-    if predictions_dir is not None:
-        predictions_dir.mkdir(parents=True, exist_ok=True)
-    for batch in tqdm(loader, desc=set_name, unit="image", dynamic_ncols=True):
-        name = batch["name"][0]
-        # The test set's own trimap (0/128/255) for trimap-based models.
-        run = {k: batch[k].to(device).float() for k in inputs}
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-        ):
-            pred = strategy(model, run)
-        # MattingMetrics owns the conversion to the benchmark's dtypes (the loader's float32
-        # k / 255 alpha snapped back to float64 k / 255); over one image its means are that
-        # image's values, exactly as MattingTask scores it.
-        metric = MattingMetrics()
-        face_mask = batch.get("face_mask")
-        metric.update(
-            pred,
-            batch["alpha"][0, 0],
-            batch["trimap"][0, 0],
-            None if face_mask is None else face_mask[0, 0],
-        )
-        rows.append(
-            {"set": set_name, "name": name, **{k: float(v) for k, v in metric.compute().items()}}
-        )
-        if predictions_dir is not None:
-            matte = alpha_to_uint8(pred.float().cpu().numpy())
-            write_png_atomic(predictions_dir / f"{name}.png", matte)
-    return rows
+    metrics = MattingMetrics()
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=set_name, unit="image", dynamic_ncols=True):
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            score_image(model, strategy, batch, metrics, precision, channels_last, predictions_dir)
+    count = int(metrics.num_images)
+    means = metrics.compute() if count else {}
+    summary = {
+        "n_images": count,
+        **{name: (float(means[name]) if name in means else None) for name in METRIC_TITLES},
+        **{name: float(means[name]) for name in FACE_TITLES if name in means},
+    }
+    return summary, [{"set": set_name, **row} for row in metrics.rows]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -241,7 +205,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from p3m_lightning.data.p3m10k import DatasetError
-    from p3m_lightning.models import CheckpointError, load_checkpoint
+    from p3m_lightning.evaluation import write_per_image
+    from p3m_lightning.models.checkpoint import load_checkpoint
+    from p3m_lightning.models.safe_load import CheckpointError
     from p3m_lightning.strategies import build_strategy
 
     output_dir = Path(cfg.paths.output_dir)
@@ -278,8 +244,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loaders = datamodule.test_dataloader()
     for set_name, loader in zip(datamodule.eval_set_names, loaders, strict=True):
         predictions_dir = output_dir / "predictions" / set_name if cfg.save_predictions else None
-        set_rows = _evaluate_set(model, loader, set_name, cfg, strategy, device, predictions_dir)
-        sets[set_name] = _set_summary(set_rows)
+        sets[set_name], set_rows = _evaluate_set(
+            model,
+            loader,
+            set_name,
+            strategy,
+            precision,
+            loaded.channels_last,
+            device,
+            predictions_dir,
+        )
         rows.extend(set_rows)
 
     summary = {
@@ -293,7 +267,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data_root": str(datamodule.root),
         "sets": sets,
     }
-    _write_per_image(output_dir / "per_image.csv", rows)
+    write_per_image(output_dir / "per_image.csv", rows)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + format_table(sets))
     print(f"\nOutputs in {output_dir}: per_image.csv, summary.json")

@@ -7,7 +7,7 @@ Usage::
     python -m p3m_lightning.export ckpt_path=last.ckpt format=torchscript output=p3mnet.pt
 
 The exported model maps an ImageNet-normalised ``(1, 3, H, W)`` float32 image, H and W any
-multiples of 32, to three maps of the same H and W (``P3MOutput``'s first three):
+multiples of 32, to three maps of the same H and W (``OUTPUTS``' first three of ``P3MNet``):
 
 - ``fusion``: ``(1, 1, H, W)`` fused alpha in [0, 1];
 - ``global_logits``: ``(1, 3, H, W)`` trimap logits (background, transition, foreground);
@@ -40,9 +40,10 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from p3m_lightning.atomic import atomic_path
-from p3m_lightning.models import CheckpointError, load_checkpoint
+from p3m_lightning.models.checkpoint import load_checkpoint
 from p3m_lightning.models.contract import example_inputs
 from p3m_lightning.models.registry import get_architecture
+from p3m_lightning.models.safe_load import CheckpointError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 OUTPUT_NAMES = ("fusion", "global_logits", "local")
@@ -64,7 +65,7 @@ class ExportWrapper(nn.Module):
 
     Args:
         net: a P3M-Net.
-        outputs: ``P3MOutput`` field names, in the order they are returned; the exported
+        outputs: P3M-Net output names (``OUTPUTS``), in the order they are returned; the exported
             graph computes only these (see ``P3MNet.forward``).
     """
 
@@ -76,7 +77,7 @@ class ExportWrapper(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``image``: ``(1, 3, H, W)`` normalised, H and W multiples of 32."""
         out = self.net(image, outputs=self.outputs)
-        return tuple(getattr(out, name) for name in self.outputs)
+        return tuple(out[name] for name in self.outputs)
 
 
 class AlphaWrapper(nn.Module):
@@ -198,7 +199,7 @@ def export_onnx(
         model: the P3M-Net (BatchNorm folded or not).
         path: the file to write.
         opset: ONNX opset, at least ``MIN_OPSET``.
-        outputs: a P3M-Net's outputs, by ``P3MOutput`` field name; only what they need is
+        outputs: a P3M-Net's outputs by name (``OUTPUTS``); only what they need is
             exported. Other networks export ``alpha`` alone.
 
     Returns:

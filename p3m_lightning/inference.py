@@ -1,48 +1,46 @@
-"""Whole-image test strategies of P3M-Net (docs/p3m-net.md §6), on tensors.
+"""How a matting network runs on one whole image of any size: the shared pieces.
 
-One implementation serves validation, ``eval.py``, ``predict.py`` and the Python API. Images
-are ImageNet-normalised tensors; resizing is bilinear torch interpolation, antialiased when
-shrinking (the reference used float64 skimage resizing for the same purpose).
+An inference strategy is a small component called as ``strategy(net, inputs) -> (H, W)
+alpha``, where ``inputs`` holds what the network takes (its ``inputs`` attribute) for one image:
+
+- ``image``: ``(1, 3, H, W)`` ImageNet-normalised RGB, any H and W;
+- ``trimap``: ``(1, 1, H, W)`` float in [0, 255] (trimap-based models);
+- ``bg``: ``(1, 3, H, W)`` background plate, normalised like the image (background-based).
+
+This module holds the base class, the resampling and size rules every method uses, and the two
+generic strategies (``Resize``, ``TrimapGuided``). A method's own test-time procedure lives in
+its folder (``p3m_lightning/methods/<method>/inference.py``); ``p3m_lightning.strategies`` is the
+allow-list a name in a config or a checkpoint is looked up in.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+
+from p3m_lightning.models.trimap_guided import trimap_guided
 
 MAX_SIDE = 1600
-"""Largest side the network sees (the reference's MAX_SIZE_H / MAX_SIZE_W)."""
+"""Largest side the network sees (the P3M/GFM reference's MAX_SIZE_H / MAX_SIZE_W)."""
+
+__all__ = [
+    "MAX_SIDE",
+    "InferenceStrategy",
+    "Resize",
+    "TrimapGuided",
+    "call_net",
+    "check_inputs",
+    "input_divisor",
+    "network_size",
+    "resize",
+    "resized_inputs",
+]
 
 
-class Strategy(str, Enum):
-    """Test strategies: ``resize`` (published numbers) and ``hybrid`` (best for real photos)."""
-
-    RESIZE = "resize"
-    HYBRID = "hybrid"
-
-
-def network_size(
-    height: int, width: int, ratio: float, max_side: int = MAX_SIDE
-) -> tuple[int, int]:
-    """Size the network sees: ``ratio`` of the image, rounded down to 32, capped at ``max_side``.
-
-    The cap is itself rounded down to a multiple of 32 (the network needs one), so
-    ``max_side=1000`` caps at 992. Images too small for one 32-pixel step at this ratio get 32
-    rather than the reference's crash on a zero size.
-    """
-    cap = max(32, max_side - max_side % 32)
-
-    def side(n: int) -> int:
-        scaled = int(n * ratio)
-        return max(32, min(cap, scaled - scaled % 32))
-
-    return side(height), side(width)
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resize of ``(B, C, H, W)``, antialiased when shrinking."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -50,54 +48,181 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
-def _forward(
-    model: nn.Module, image: torch.Tensor, size: tuple[int, int], output: str
-) -> torch.Tensor:
-    """One network pass at ``size``, returning the output map ``output``.
+def network_size(
+    height: int, width: int, ratio: float, max_side: int = MAX_SIDE, divisor: int = 32
+) -> tuple[int, int]:
+    """Size the network sees: ``ratio`` of the image, rounded down to ``divisor``, capped at
+    ``max_side``.
 
-    A model that can select its outputs (``selects_outputs``, e.g. ``P3MNet``) computes only
-    that map; others (the journal P3M-Net's dict outputs) compute all and one is taken.
+    The cap is itself rounded down to a multiple of ``divisor`` (the network needs one), so
+    ``max_side=1000`` caps at 992 for 32. Images too small for one step at this ratio get
+    ``divisor`` rather than the reference's crash on a zero size.
     """
-    if getattr(model, "selects_outputs", False):
-        return model(resize(image, size), outputs=(output,))[output].float()
-    return model(resize(image, size))[output].float()
+    cap = max(divisor, max_side - max_side % divisor)
+
+    def side(n: int) -> int:
+        scaled = int(n * ratio)
+        return max(divisor, min(cap, scaled - scaled % divisor))
+
+    return side(height), side(width)
 
 
-def predict_alpha(
-    model: nn.Module,
-    image: torch.Tensor,
-    strategy: Strategy | str = Strategy.RESIZE,
-    max_side: int = MAX_SIDE,
-) -> torch.Tensor:
-    """Alpha of one whole image at its own resolution.
+def input_divisor(net: nn.Module) -> int:
+    """The multiple the network needs its height and width to be (32 unless it says)."""
+    return int(getattr(net, "input_divisor", 32))
+
+
+def check_inputs(net: nn.Module, inputs: Mapping[str, Tensor]) -> None:
+    """Raise ``ValueError`` naming the inputs ``net`` takes that ``inputs`` lacks."""
+    names = getattr(net, "inputs", ("image",))
+    missing = [k for k in names if k not in inputs]
+    if missing:
+        raise ValueError(
+            f"{type(net).__name__} takes {', '.join(names)}; missing: {', '.join(missing)}"
+        )
+
+
+def call_net(net: nn.Module, inputs: Mapping[str, Tensor], **kwargs: Any) -> Any:
+    """``net`` on its inputs, in the order of its ``inputs`` attribute."""
+    return net(*(inputs[k] for k in getattr(net, "inputs", ("image",))), **kwargs)
+
+
+def resized_inputs(
+    inputs: Mapping[str, Tensor], size: tuple[int, int], image_mode: str = "bilinear"
+) -> dict[str, Tensor]:
+    """Every input at ``size``: the trimap by nearest neighbour (it keeps its three levels),
+    images bilinearly (antialiased when shrinking) or bicubically."""
+    out = {}
+    for k, v in inputs.items():
+        if k == "trimap":
+            out[k] = F.interpolate(v, size=size, mode="nearest")
+        elif image_mode == "bicubic":
+            out[k] = F.interpolate(v, size=size, mode="bicubic", align_corners=False)
+        else:
+            out[k] = resize(v, size)
+    return out
+
+
+class InferenceStrategy:
+    """Base class: ``strategy(net, inputs)`` returns the ``(H, W)`` float32 alpha in [0, 1].
 
     Args:
-        model: a P3M-Net of any encoder (ResNet-34, timm, Swin-T, ViTAE-S) in eval mode, or
-            a wrapper of one; outputs are read by name (``fusion``, ``global_logits``,
-            ``local``).
-        image: ``(1, 3, H, W)`` ImageNet-normalised, any H, W.
-        strategy: ``resize``: one pass at half size, fused alpha resized back (the published
-            protocol). ``hybrid``: the trimap from a half-size pass, the local alpha from a
-            full-size pass; trimap where it says 0 or 255, local alpha elsewhere.
         max_side: cap on each side the network sees.
-
-    Returns:
-        ``(H, W)`` float32 alpha in [0, 1], on the image's device.
     """
-    strategy = Strategy(strategy)
-    h, w = image.shape[-2:]
-    half = network_size(h, w, 0.5, max_side)
-    if strategy is Strategy.RESIZE:
-        fusion = _forward(model, image, half, "fusion")
-        return resize(fusion, (h, w))[0, 0].clamp(0.0, 1.0)
-    # Each pass computes only what it contributes: the trimap at half size, the local alpha
-    # at full size (P3MNet skips the rest of its decoders).
-    global_logits = _forward(model, image, half, "global_logits")
-    # The reference resizes the 0/128/255 trimap bilinearly; in-between values near class
-    # borders fall back to the local alpha.
-    trimap = resize(global_logits.argmax(dim=1, keepdim=True).float() * 127.5, (h, w))
-    del global_logits
-    trimap = torch.where(trimap > 254.999, 255.0, torch.where(trimap < 0.001, 0.0, trimap))
-    local = resize(_forward(model, image, network_size(h, w, 1.0, max_side), "local"), (h, w))
-    known = (trimap == 0.0) | (trimap == 255.0)
-    return torch.where(known, trimap / 255.0, local)[0, 0].clamp(0.0, 1.0)
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, max_side: int = MAX_SIDE) -> None:
+        self.max_side = int(max_side)
+
+    def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The strategy's own arguments (``max_side`` aside), for checkpoints."""
+        return {}
+
+    def spec(self) -> str | dict[str, Any]:
+        """What a checkpoint records: the name, or ``{"name", **params}`` where the
+        parameters differ from the defaults; ``build_strategy`` rebuilds either."""
+        defaults = type(self)().params()
+        params = self.params()
+        return self.name if params == defaults else {"name": self.name, **params}
+
+    def __repr__(self) -> str:
+        params = "".join(f"{k}={v!r}, " for k, v in self.params().items())
+        return f"{type(self).__name__}({params}max_side={self.max_side})"
+
+
+class Resize(InferenceStrategy):
+    """One pass at ``scale`` of the image, ``alpha`` resized back (P3M-Net's ``RESIZE``).
+
+    Every input is resized to the network size: images bilinearly (antialiased when
+    shrinking), a trimap to the nearest neighbour so it keeps its three levels. Each side is
+    rounded down to the network's ``input_divisor`` and capped at ``max_side``.
+
+    Args:
+        scale: ratio of the image size the network sees (0.5 published, 1.0 whole image).
+        max_side: cap on each side the network sees.
+    """
+
+    name = "resize"
+
+    def __init__(self, scale: float = 0.5, max_side: int = MAX_SIDE) -> None:
+        super().__init__(max_side)
+        if not 0 < scale <= 4:
+            raise ValueError(f"scale must be in (0, 4], got {scale}")
+        self.scale = float(scale)
+
+    def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
+        check_inputs(net, inputs)
+        h, w = inputs["image"].shape[-2:]
+        size = network_size(h, w, self.scale, self.max_side, input_divisor(net))
+        # A network that computes only the maps asked for (P3M-Net) skips its side heads.
+        kwargs = {"outputs": ("alpha",)} if getattr(net, "selects_outputs", False) else {}
+        alpha = call_net(net, resized_inputs(inputs, size), **kwargs)["alpha"].float()
+        return resize(alpha, (h, w))[0, 0].clamp(0.0, 1.0)
+
+    def params(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+
+class TrimapGuided(InferenceStrategy):
+    """Trimap-based methods' protocol: the whole image at full resolution, known regions from
+    the trimap.
+
+    Image and trimap are brought to the network's ``input_divisor`` as the method's official
+    test script does, then the alpha is brought back and set to 0 / 1 where the trimap says
+    background / foreground:
+
+    - ``align="pad"`` (GCA; mmagic's DIM): reflection padding on the bottom and right, the
+      alpha cropped back;
+    - ``align="resize"`` (IndexNet, FBA): each side resized up to the next multiple (image
+      bicubic, trimap nearest; FBA's script uses Lanczos for the image, which torch lacks),
+      the alpha resized back bilinearly.
+
+    An image with a side over ``max_side`` is first run at a size capped to it (the official
+    scripts have no cap; the default 1600 leaves P3M-500-P untouched).
+
+    Args:
+        align: ``pad`` or ``resize``.
+        max_side: cap on each side the network sees.
+    """
+
+    name = "trimap_guided"
+
+    def __init__(self, align: str = "pad", max_side: int = MAX_SIDE) -> None:
+        super().__init__(max_side)
+        if align not in ("pad", "resize"):
+            raise ValueError(f"align must be 'pad' or 'resize', got {align!r}")
+        self.align = align
+
+    def params(self) -> dict[str, Any]:
+        return {"align": self.align}
+
+    def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
+        check_inputs(net, inputs)
+        if "trimap" not in inputs:
+            raise ValueError("the trimap-guided strategy needs a trimap")
+        image, trimap = inputs["image"], inputs["trimap"]
+        h, w = image.shape[-2:]
+        run = dict(inputs)
+        if max(h, w) > self.max_side:
+            ratio = self.max_side / max(h, w)
+            run = resized_inputs(inputs, (max(1, round(h * ratio)), max(1, round(w * ratio))))
+        rh, rw = run["image"].shape[-2:]
+        d = input_divisor(net)
+        if self.align == "resize":
+            size = (-(-rh // d) * d, -(-rw // d) * d)
+            alpha = call_net(net, resized_inputs(run, size, "bicubic"))["alpha"].float()
+            alpha = F.interpolate(alpha, size=(rh, rw), mode="bilinear", align_corners=False)
+        else:
+            pad = (0, (-rw) % d, 0, (-rh) % d)
+            if any(pad):
+                # Reflection needs the pad to be smaller than the side; replicate otherwise.
+                mode = "reflect" if pad[1] < rw and pad[3] < rh else "replicate"
+                run = {k: F.pad(v, pad, mode=mode) for k, v in run.items()}
+            alpha = call_net(net, run)["alpha"].float()[..., :rh, :rw]
+        if (rh, rw) != (h, w):
+            alpha = resize(alpha, (h, w))
+        return trimap_guided(alpha.clamp(0.0, 1.0), trimap.float())[0, 0]

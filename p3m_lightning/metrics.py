@@ -557,6 +557,9 @@ class MattingMetrics(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.rows: list[dict[str, Any]] = []
+        """The values of every image this process scored since the last ``reset``, in order
+        (not reduced across processes: each process keeps its own images)."""
         for name in METRIC_NAMES:
             zero = torch.tensor(0.0, dtype=torch.float64)
             self.add_state(f"{name}_sum", default=zero, dist_reduce_fx="sum")
@@ -572,8 +575,10 @@ class MattingMetrics(Metric):
         alpha: torch.Tensor | Sequence[torch.Tensor],
         trimap: torch.Tensor | Sequence[torch.Tensor],
         face_mask: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
-        """Score images and add them to the running sums.
+        """Score images and add them to the running sums (and each image's values, with its
+        name if given, to ``rows``).
 
         Args:
             pred: predicted alpha in [0, 1]: one (H, W) image, a (B, 1, H, W) or (B, H, W)
@@ -583,6 +588,7 @@ class MattingMetrics(Metric):
             face_mask: optional face masks laid out like ``pred`` (a list may hold None for
                 images without one): nonzero on faces for integer masks, at least half of the
                 maximum scale (0.5 of 1 or 127.5 of 255) for float masks.
+            names: optional image names laid out like ``pred``, kept in ``rows``.
 
         Raises:
             ValueError: if the inputs hold different numbers of images or an image's shapes
@@ -596,8 +602,11 @@ class MattingMetrics(Metric):
                 f"pred, alpha and trimap hold {len(preds)}, {len(alphas)} and {len(trimaps)} images"
             )
         masks = _face_masks(face_mask, len(preds))
+        image_names = [None] * len(preds) if names is None else list(names)
+        if len(image_names) != len(preds):
+            raise ValueError(f"{len(image_names)} names for {len(preds)} images")
         faces = 0
-        for p, a, t, m in zip(preds, alphas, trimaps, masks, strict=True):
+        for p, a, t, m, n in zip(preds, alphas, trimaps, masks, image_names, strict=True):
             p_np, a_np = p.detach().to("cpu", torch.float32).numpy(), _alpha_array(a)
             values = compute_matting_metrics(p_np, a_np, _trimap_array(t))
             face_values = None if m is None else face_region_errors(p_np, a_np, _mask_array(m))
@@ -607,9 +616,15 @@ class MattingMetrics(Metric):
             for name, value in values.items():
                 state = getattr(self, f"{name}_sum")
                 setattr(self, f"{name}_sum", state + value)
+            self.rows.append(values if n is None else {"name": n, **values})
         # Out of place: states reset under inference mode must still update outside it.
         self.num_images = self.num_images + len(preds)
         self.num_face_images = self.num_face_images + faces
+
+    def reset(self) -> None:
+        """Zero the sums and forget the per-image rows."""
+        super().reset()
+        self.rows = []
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Mean of each metric over all images seen (NaN before any update).

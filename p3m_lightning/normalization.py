@@ -29,3 +29,10 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     """Inverse of ``normalize``: ImageNet-normalised ``(B, 3, H, W)`` -> RGB in [0, 1]."""
     mean, std = _stats(image)
     return (image * std + mean).clamp(0.0, 1.0)
+
+
+def to_rgb01(image: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised ``(B, 3, H, W)`` back to RGB in float32, not clamped (the losses
+    that composite in [0, 1] units keep the exact inverse)."""
+    mean, std = _stats(image.float())
+    return image.float() * std + mean

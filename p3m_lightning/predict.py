@@ -193,7 +193,7 @@ def _prepare(
         raise UsageError(f"ckpt_path {str(ckpt_path)!r}: no such file")
     # torch loads only now (seconds), so the mistakes above are reported at once.
     from p3m_lightning.api import Matter, parse_background
-    from p3m_lightning.models import CheckpointError
+    from p3m_lightning.models.safe_load import CheckpointError
     from p3m_lightning.plugins import import_plugins
 
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from p3m_lightning.models import OUTPUTS, P3MOutput
+from p3m_lightning.methods.p3m_net.network import OUTPUTS
 
 BACKENDS = ("torch", "onnxruntime")
 CACHE_ENV = "P3M_CACHE_DIR"
@@ -76,9 +76,13 @@ class OnnxRuntimeNet:
             export_onnx(self.model, path, outputs=outputs)  # written atomically
         return path
 
-    def __call__(self, image: torch.Tensor, outputs: Collection[str] | None = None) -> P3MOutput:
-        """``image``: ``(B, 3, H, W)`` normalised float32 on the CPU -> the ``outputs`` fields."""
-        names = tuple(OUTPUTS[:3] if outputs is None else outputs)
+    def __call__(
+        self, image: torch.Tensor, outputs: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``image``: ``(B, 3, H, W)`` normalised float32 on the CPU -> the ``outputs`` maps
+        (``alpha`` is ``fusion``, as ``P3MNet`` answers)."""
+        asked = tuple(OUTPUTS[:3] if outputs is None else outputs)
+        names = tuple(dict.fromkeys("fusion" if n == "alpha" else n for n in asked))
         session = self._sessions.get(names)
         if session is None:
             options = self._ort.SessionOptions()
@@ -91,5 +95,7 @@ class OnnxRuntimeNet:
             )
             self._sessions[names] = session
         arrays = session.run(None, {"image": image.detach().float().contiguous().numpy()})
-        fields = dict(zip(names, (torch.from_numpy(a) for a in arrays), strict=True))
-        return P3MOutput(**{name: fields.get(name) for name in OUTPUTS})
+        maps = dict(zip(names, (torch.from_numpy(a) for a in arrays), strict=True))
+        if "fusion" in maps:
+            maps["alpha"] = maps["fusion"]
+        return maps

@@ -10,8 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from p3m_lightning.evaluation import drop_skipped, model_inputs, net_inputs, score_image
 from p3m_lightning.inference import MAX_SIDE
-from p3m_lightning.losses import P3MLoss
+from p3m_lightning.methods.p3m_net.loss import P3MLoss
 from p3m_lightning.metrics import MattingMetrics
 from p3m_lightning.models.checkpoint import ARCHITECTURE_KEY, architecture_record
 from p3m_lightning.models.feature_copy_paste import FeatureCopyPaste
@@ -23,24 +24,13 @@ from p3m_lightning.strategies import InferenceStrategy, build_strategy
 DEFAULT_EVAL_SET = "val"
 
 
-def drop_skipped(batch: dict[str, Any]) -> dict[str, Any] | None:
-    """``batch`` without its ``privacy == "skipped"`` samples; None if none is left."""
-    sources = batch.get("privacy")
-    if sources is None or "skipped" not in sources:
-        return batch
-    keep = [i for i, source in enumerate(sources) if source != "skipped"]
-    if not keep:
-        return None
-    index = torch.tensor(keep, device=batch["image"].device)
-    return {
-        key: value.index_select(0, index) if torch.is_tensor(value) else [value[i] for i in keep]
-        for key, value in batch.items()
-    }
-
-
-def net_inputs(net: nn.Module) -> tuple[str, ...]:
-    """The batch keys ``net`` takes, in argument order (``("image",)`` unless it says)."""
-    return tuple(getattr(net, "inputs", ("image",)))
+def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every process's rows, process by process (this process's alone outside DDP)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(rows)
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, list(rows))
+    return [row for part in parts for row in part]
 
 
 class MattingTask(pl.LightningModule):
@@ -48,8 +38,8 @@ class MattingTask(pl.LightningModule):
 
     The network takes the batch keys of its ``inputs`` attribute (``image``; ``image`` and
     ``trimap`` for trimap-based methods; ``image`` and ``bg`` for background-based ones) and
-    returns named outputs, at least ``alpha`` (P3M-Net's ``P3MOutput`` answers ``["alpha"]``
-    with its fusion). The loss maps ``(outputs, batch)`` to named terms with the optimised
+    returns a dict of named outputs, at least ``alpha`` (P3M-Net's is its ``fusion``). The loss
+    maps ``(outputs, batch)`` to named terms with the optimised
     total under ``loss``; every term is logged as ``train/<name>``. Validation and test run the
     inference strategy on whole images at full resolution, in float32 whatever the training
     precision (mixed-precision autocast is switched off for evaluation), and log the matting
@@ -79,7 +69,7 @@ class MattingTask(pl.LightningModule):
             training step alternates two optimisers (manual optimisation): a generator step
             on the loss, then a discriminator step on ``discriminator_loss``.
         discriminator_loss: ``(discriminator, outputs, batch) -> scalar``, the predictions
-            detached inside (e.g. ``p3m_lightning.losses.alphagan.discriminator_loss``).
+            detached inside (e.g. ``p3m_lightning.methods.alphagan.loss.discriminator_loss``).
         discriminator_optimizer: a partial optimiser for the discriminator (default: the
             generator's factory).
         init_from: staged recipes: parts of the network started from earlier checkpoints,
@@ -156,6 +146,10 @@ class MattingTask(pl.LightningModule):
         self.test_set_names: list[str] = [DEFAULT_EVAL_SET]
         self.val_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
         self.test_metrics = nn.ModuleDict({DEFAULT_EVAL_SET: MattingMetrics()})
+        self.results: dict[str, dict[str, dict[str, float]]] = {}
+        """The last validation / test means per set, float64 (what ``metrics.json`` holds)."""
+        self.per_image: list[dict[str, Any]] = []
+        """The last test's rows: ``set``, ``name`` and the values of every image scored."""
 
     def train(self, mode: bool = True) -> MattingTask:
         """``nn.Module.train``, keeping the frozen parts of the network in eval mode."""
@@ -199,20 +193,8 @@ class MattingTask(pl.LightningModule):
         """Run the network on its inputs (``net.inputs`` order); returns its outputs."""
         return self.net(*inputs)
 
-    def _input(self, image: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
-            return image.contiguous(memory_format=torch.channels_last)
-        return image
-
     def _inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        names = net_inputs(self.net)
-        missing = [k for k in names if k not in batch]
-        if missing:
-            raise KeyError(
-                f"{type(self.net).__name__} takes {', '.join(names)}, but the batch has no "
-                f"{', '.join(missing)}"
-            )
-        return {k: self._input(batch[k]) for k in names}
+        return model_inputs(self.net, batch, bool(self.hparams.channels_last))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimisation step on a batch of training crops.
@@ -230,7 +212,10 @@ class MattingTask(pl.LightningModule):
             and "cp_source" in batch
             and self.current_epoch >= self.hparams.fcp_start_epoch
         ):
-            out = fcp(self.net, inputs["image"], self._input(batch["cp_source"]), batch["cp_mask"])
+            source = model_inputs(
+                self.net, {"image": batch["cp_source"]}, self.hparams.channels_last
+            )
+            out = fcp(self.net, inputs["image"], source["image"], batch["cp_mask"])
         else:
             out = self.net(*inputs.values())
         terms = self.loss(out, batch)
@@ -270,32 +255,16 @@ class MattingTask(pl.LightningModule):
 
     def _evaluate(
         self, stage: str, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int
-    ):
-        # An image of an on-the-fly obfuscated set whose face region could not be established
-        # is not a face-obfuscated image: it is left out (and listed in the privacy report).
-        # A padding sample only keeps a process without images of this set in step.
-        if drop_skipped(batch) is None or batch.get("padding") is not None:
-            return None
-        image = batch["image"]
-        if image.shape[0] != 1:
-            raise ValueError(
-                f"whole-image evaluation takes one image per batch, got {image.shape[0]}; "
-                "set the evaluation dataloaders' batch_size to 1"
-            )
-        # Benchmark figures are float32 whatever the training precision: the mixed-precision
-        # autocast Lightning wraps around this step is switched off.
-        with torch.autocast(image.device.type, enabled=False):
-            inputs = {k: v.float() for k, v in self._inputs(batch).items()}
-            pred = self.strategy(self.net, inputs)
-        face_mask = batch.get("face_mask")
-        metrics[self.set_names(stage)[dataloader_idx]].update(
-            pred,
-            batch["alpha"][0, 0],
-            batch["trimap"][0, 0],
-            # Sets with face masks (P3M-500-P) are also scored inside the face.
-            None if face_mask is None else face_mask[0, 0],
+    ) -> torch.Tensor | None:
+        # Benchmark figures are float32 whatever the training precision (score_image switches
+        # off the mixed-precision autocast Lightning wraps around this step).
+        return score_image(
+            self.net,
+            self.strategy,
+            batch,
+            metrics[self.set_names(stage)[dataloader_idx]],
+            channels_last=bool(self.hparams.channels_last),
         )
-        return pred
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         """Evaluate one whole image of evaluation set ``dataloader_idx``; returns its alpha."""
@@ -306,13 +275,27 @@ class MattingTask(pl.LightningModule):
         return self._evaluate("test", self.test_metrics, batch, dataloader_idx)
 
     def _log_metrics(self, prefix: str, metrics: nn.ModuleDict) -> None:
+        """Log each set's means and keep them, in float64, in ``results[prefix]`` (and, for
+        the test, every image's values in ``per_image``)."""
+        self.results[prefix] = {}
+        if prefix == "test":
+            self.per_image = []
         for name, metric in metrics.items():
             # Every process computes (a collective reduction), also one that saw no image of
             # this set (fewer images than processes): deciding locally would hang the others.
+            with metric.sync_context():
+                count = int(metric.num_images)  # over every process
             values = metric.compute()
+            rows = _gather_rows(metric.rows) if prefix == "test" else []
             metric.reset()
             if torch.isnan(values["sad"]):
                 continue  # no process saw an image of this set in this run
+            self.results[prefix][name] = {
+                "n_images": count,
+                **{k: float(v) for k, v in values.items()},
+            }
+            if prefix == "test":
+                self.per_image.extend({"set": name, **row} for row in rows)
             # Already reduced over processes (sum and count states): sync_dist averages equal
             # values, and only keeps Lightning from warning.
             logged = {f"{prefix}/{name}/{k}": v for k, v in values.items()}
@@ -364,4 +347,6 @@ class MattingTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the architecture so ``load_model`` rebuilds the network from the file alone."""
-        checkpoint[ARCHITECTURE_KEY] = architecture_record(self.net, self.strategy.spec())
+        checkpoint[ARCHITECTURE_KEY] = architecture_record(
+            self.net, self.strategy.spec(), bool(self.hparams.channels_last)
+        )

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from p3m_lightning.callbacks import finish_wandb
+from p3m_lightning.evaluation import write_per_image
 from p3m_lightning.plugins import import_plugins
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,23 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def _scalar_metrics(results: list[dict[str, float]] | None) -> dict[str, float]:
-    merged: dict[str, float] = {}
-    for result in results or []:
-        merged.update({k: float(v) for k, v in result.items()})
-    return merged
+def _test(
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    ckpt_path: str | None = None,
+) -> dict[str, float]:
+    """Test ``model`` on every test set; ``{"test/<set>/<metric>": mean}`` in float64, as the
+    task computed them (the same figures ``eval.py`` computes for the checkpoint).
+
+    A set also gets ``test/<set>/n_images``, the images scored.
+    """
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    return {
+        f"test/{name}/{metric}": value
+        for name, values in model.results.get("test", {}).items()
+        for metric, value in values.items()
+    }
 
 
 def encoder_init(cfg: DictConfig) -> str:
@@ -216,7 +229,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Writes into ``cfg.paths.output_dir``: ``config.yaml`` (the composed config),
     ``checkpoints/`` (``last``, ``interrupted`` after SIGTERM or an error, and the best on the
-    held-out split when there is one), ``metrics.json`` and, with the image-panel callback,
+    held-out split when there is one), ``metrics.json``, ``per_image.csv`` (every test image's
+    values, the headline model) and, with the image-panel callback,
     ``panels/`` (face-obfuscated prediction panels).
 
     A W&B run, if any, is finished on every exit path, so multirun jobs never merge.
@@ -315,19 +329,19 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     before: dict[str, float] = {}
     if cfg.get("validate_before") and cfg.get("train") and not cfg.get("ckpt_path"):
         log.info("Testing the untrained model")
-        before = _scalar_metrics(trainer.test(model, datamodule=datamodule, verbose=False))
+        before = _test(trainer, model, datamodule)
     if cfg.get("train"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     after: dict[str, float] = {}
+    per_image: list[dict[str, Any]] = []
     after_best: dict[str, float] | None = None
     selector = trainer.checkpoint_callback
     best = (selector.best_model_path or None) if getattr(selector, "monitor", None) else None
     if cfg.get("test"):
-        after = _scalar_metrics(trainer.test(model, datamodule=datamodule, verbose=False))
+        after = _test(trainer, model, datamodule)
+        per_image = list(model.per_image)
         if best:
-            after_best = _scalar_metrics(
-                trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-            )
+            after_best = _test(trainer, model, datamodule, best)
 
     precision = str(trainer.precision)
     result = {
@@ -360,9 +374,15 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        if after:
+            # The headline test's per-image values (the report's gallery picks images by them).
+            write_per_image(output_dir / "per_image.csv", per_image)
         sets = list(getattr(datamodule, "eval_set_names", []))
         print("\n" + _summary_table(before, after, sets))
         if after_best is not None:
             print("\nBest on train-heldout:\n" + _summary_table({}, after_best, sets))
-        print(f"\nOutputs in {output_dir}: config.yaml, metrics.json, checkpoints/, panels/")
+        print(
+            f"\nOutputs in {output_dir}: config.yaml, metrics.json, per_image.csv, "
+            "checkpoints/, panels/"
+        )
     return result

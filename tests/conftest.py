@@ -62,7 +62,8 @@ def golden_checkpoint(tmp_path_factory: pytest.TempPathFactory, golden_state) ->
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weights P3M-Net in the published checkpoint format."""
-    from p3m_lightning.models import P3MNet, save_published
+    from p3m_lightning.methods.p3m_net.network import P3MNet
+    from p3m_lightning.methods.p3m_net.published import save_published
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "p3mnet_random.pth"

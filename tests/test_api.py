@@ -13,7 +13,7 @@ from PIL import Image
 
 from p3m_lightning.api import Matter, parse_background
 from p3m_lightning.imageio import ImageReadError, alpha_to_uint8, read_image, write_png_atomic
-from p3m_lightning.models import load_model
+from p3m_lightning.models.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from p3m_lightning.callbacks import ImagePanelLogger, make_wandb_logger
 from p3m_lightning.data.privacy import detect_faces
-from p3m_lightning.models import P3MNet
+from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.normalization import normalize
 from p3m_lightning.task import MattingTask
 

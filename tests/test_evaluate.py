@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from p3m_lightning.evaluate import METRIC_TITLES, EvaluationError, evaluate, format_table, run
 from p3m_lightning.metrics import METRIC_NAMES
-from p3m_lightning.models import load_model
+from p3m_lightning.models.checkpoint import load_model
 from p3m_lightning.task import MattingTask
 
 REPO = Path(__file__).resolve().parents[1]

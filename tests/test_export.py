@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from p3m_lightning.export import OUTPUT_NAMES, ExportWrapper, main
-from p3m_lightning.models import load_model
+from p3m_lightning.models.checkpoint import load_model
 
 SIZES = ((64, 96), (96, 64))
 """Two sizes; the first is the tracing example, the second swaps height and width."""
@@ -149,7 +149,8 @@ def test_other_methods_export_with_dynamic_size(name: str, tmp_path: Path) -> No
     import onnxruntime as ort
 
     from p3m_lightning.export import main
-    from p3m_lightning.models import architecture_record, build_architecture
+    from p3m_lightning.models.checkpoint import architecture_record
+    from p3m_lightning.models.registry import build_architecture
 
     torch.manual_seed(0)
     net = build_architecture(name, OTHER_METHODS[name]).eval()
@@ -174,7 +175,8 @@ def test_other_methods_export_with_dynamic_size(name: str, tmp_path: Path) -> No
 
 def test_methods_that_do_not_export_say_why(tmp_path: Path, capsys) -> None:
     from p3m_lightning.export import main
-    from p3m_lightning.models import architecture_record, build_architecture
+    from p3m_lightning.models.checkpoint import architecture_record
+    from p3m_lightning.models.registry import build_architecture
 
     net = build_architecture(
         "gca", {"encoder_layers": [1, 1, 1, 1], "decoder_layers": [1, 1, 1, 1]}

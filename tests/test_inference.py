@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.inference import network_size, predict_alpha
-from p3m_lightning.models import P3MOutput
+from p3m_lightning.inference import Resize, network_size
+from p3m_lightning.methods.p3m_net.inference import hybrid_alpha
 
 
 class _Stub(torch.nn.Module):
@@ -16,7 +16,7 @@ class _Stub(torch.nn.Module):
         super().__init__()
         self.sizes: list[tuple[int, int]] = []
 
-    def forward(self, image: torch.Tensor, outputs=None) -> P3MOutput:
+    def forward(self, image: torch.Tensor, outputs=None) -> dict[str, torch.Tensor]:
         b, _, h, w = image.shape
         self.sizes.append((h, w))
         column = torch.arange(w).view(1, 1, 1, w).expand(b, 1, h, w)
@@ -24,12 +24,12 @@ class _Stub(torch.nn.Module):
         logits = torch.nn.functional.one_hot(classes[:, 0], 3).permute(0, 3, 1, 2).float() * 5
         local = torch.full((b, 1, h, w), 0.3)
         fusion = local * (classes == 1) + (classes == 2).float()
-        return P3MOutput(logits, local, fusion, None, None, None)
+        return {"global_logits": logits, "local": local, "fusion": fusion, "alpha": fusion}
 
 
 def test_hybrid_takes_the_local_alpha_where_the_trimap_is_unknown() -> None:
     stub = _Stub()
-    alpha = predict_alpha(stub, torch.zeros(1, 3, 192, 192), "hybrid")
+    alpha = hybrid_alpha(stub, torch.zeros(1, 3, 192, 192))
     assert stub.sizes == [(96, 96), (192, 192)]  # the trimap at half size, local at full size
     # Well inside each band: background 0, foreground 1, transition the local alpha.
     assert torch.all(alpha[:, :55] == 0.0)
@@ -41,7 +41,7 @@ def test_hybrid_takes_the_local_alpha_where_the_trimap_is_unknown() -> None:
 
 
 def test_resize_returns_the_fusion_resized_back() -> None:
-    alpha = predict_alpha(_Stub(), torch.zeros(1, 3, 192, 192), "resize")
+    alpha = Resize()(_Stub(), {"image": torch.zeros(1, 3, 192, 192)})
     assert alpha.shape == (192, 192)
     assert torch.all(alpha[:, :55] == 0.0) and torch.all(alpha[:, 137:] == 1.0)
     assert torch.allclose(alpha[:, 70:122], torch.tensor(0.3))

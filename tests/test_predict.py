@@ -209,8 +209,8 @@ def test_folder_batch_equals_matting_each_photo_alone(ckpt: Path, tmp_path: Path
 def _dim_checkpoint(path: Path) -> Path:
     import torch
 
+    from p3m_lightning.methods.dim.network import DIMNet
     from p3m_lightning.models.checkpoint import architecture_record
-    from p3m_lightning.models.dim import DIMNet
 
     net = DIMNet(width=8, refiner_channels=8).eval()
     state = {f"net.{k}": v for k, v in net.state_dict().items()}

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from p3m_lightning.models import ResNet34MP
+from p3m_lightning.models.encoders import ResNet34MP
 from p3m_lightning.train import ConfigError, batch_plan, check_recipe, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

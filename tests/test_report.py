@@ -17,9 +17,13 @@ from p3m_lightning.report import COLUMNS, PUBLISHED_NAME, main, write_report
 REPO = Path(__file__).resolve().parents[1]
 METRIC_NAMES = ("sad", "mse", "mad", "sad_trimap", "mse_trimap", "mad_trimap")
 TEST_SETS = ("P3M-500-P", "P3M-500-NP", "P3M-500-NP-B")
-R34 = {"_target_": "p3m_lightning.models.ResNet34MP", "weights_path": None, "pretrained": False}
+R34 = {
+    "_target_": "p3m_lightning.models.encoders.ResNet34MP",
+    "weights_path": None,
+    "pretrained": False,
+}
 TIMM = {
-    "_target_": "p3m_lightning.models.TimmEncoder",
+    "_target_": "p3m_lightning.models.encoders.TimmEncoder",
     "name": "resnet50",
     "pretrained": False,
     "weights_path": None,
@@ -85,8 +89,8 @@ def sweep(tmp_path: Path) -> tuple[Path, list[dict]]:
 
 def expected_cells(written: list[dict]) -> dict[tuple[str, tuple[str, str]], dict]:
     """(model, column) -> metric -> the seeds' values, straight from the written files."""
-    names = {"p3m_lightning.models.ResNet34MP": "P3M-Net (ResNet-34-mp)"}
-    names["p3m_lightning.models.TimmEncoder"] = "P3M-Net (timm resnet50)"
+    names = {"p3m_lightning.models.encoders.ResNet34MP": "P3M-Net (ResNet-34-mp)"}
+    names["p3m_lightning.models.encoders.TimmEncoder"] = "P3M-Net (timm resnet50)"
     cells: dict = {}
     for m in written:
         if not m["ppt"]:

@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from p3m_lightning.models import P3MNet, load_model
+from p3m_lightning.methods.p3m_net.network import P3MNet
+from p3m_lightning.models.checkpoint import load_model
 from p3m_lightning.task import MattingTask
 
 SETS = ["P3M-500-P", "P3M-500-NP"]
@@ -124,12 +125,13 @@ def test_task_checkpoint_loads_with_load_model(fitted, tmp_path) -> None:
     x = torch.randn(1, 3, 64, 64)
     task.net.eval()
     with torch.inference_mode():
-        torch.testing.assert_close(model(x).local, task.net(x).local, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model(x)["local"], task.net(x)["local"], atol=1e-4, rtol=1e-4)
     raw = torch.load(path, weights_only=True)
     assert raw["architecture"] == {
         "name": "p3m_net",
         "config": {"encoder": {"type": "resnet34_mp"}},
         "strategy": "resize",
+        "channels_last": False,
     }
     assert "net" not in raw["hyper_parameters"]
 

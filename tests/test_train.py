@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from p3m_lightning.models import load_model
+from p3m_lightning.models.checkpoint import load_model
 from p3m_lightning.train import train
 
 REPO = Path(__file__).resolve().parents[1]

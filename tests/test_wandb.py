@@ -20,7 +20,7 @@ from p3m_lightning.callbacks import (
     finish_wandb,
     make_wandb_logger,
 )
-from p3m_lightning.models import P3MNet
+from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.task import MattingTask
 
 SETS = ["P3M-500-P", "P3M-500-NP"]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from p3m_lightning.models import P3MNet, load_model, save_published
+from p3m_lightning.methods.p3m_net.network import P3MNet
+from p3m_lightning.methods.p3m_net.published import save_published
+from p3m_lightning.models.checkpoint import load_model
 
 GFLOP_PER_512 = 117.3
 """Multiply-adds counted as 2, per 512x512 image (docs/p3m-net.md §3)."""

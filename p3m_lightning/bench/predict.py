@@ -29,7 +29,8 @@ import torch
 from PIL import Image
 
 from p3m_lightning.data.synthetic import render_portrait
-from p3m_lightning.models import P3MNet, save_published
+from p3m_lightning.methods.p3m_net.network import P3MNet
+from p3m_lightning.methods.p3m_net.published import save_published
 
 ROOT = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 1080, 1920

@@ -23,7 +23,7 @@ from PIL import Image
 from skimage.transform import resize
 from torchvision import transforms
 
-from p3m_lightning.models import load_model
+from p3m_lightning.models.checkpoint import load_model
 
 MAX_SIZE = 1600
 SHORTER_SIDE_LIMIT = 1080
@@ -38,10 +38,10 @@ def _inference_once(model: torch.nn.Module, scaled: np.ndarray):
     x = torch.from_numpy(scaled.astype(np.float32)).permute(2, 0, 1) / 255.0
     x = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])(x)
     out = model(x.unsqueeze(0))  # every output, as the published network returns them
-    trimap = np.argmax(out.global_logits.numpy(), axis=1)[0].astype(np.int64)
+    trimap = np.argmax(out["global_logits"].numpy(), axis=1)[0].astype(np.int64)
     trimap[trimap == 1] = 128
     trimap[trimap == 2] = 255
-    return trimap.astype(np.uint8), out.local.numpy()[0, 0], out.fusion.numpy()[0, 0]
+    return trimap.astype(np.uint8), out["local"].numpy()[0, 0], out["fusion"].numpy()[0, 0]
 
 
 def _inference_img(model: torch.nn.Module, img: np.ndarray, strategy: str) -> np.ndarray:

@@ -1,29 +1,3 @@
-"""Training objectives, one module per method: ``(outputs, batch) -> named loss terms``."""
-
-from p3m_lightning.losses.p3m import (
-    P3MLoss,
-    alpha_loss,
-    composition_loss,
-    cross_entropy_loss,
-    global_loss,
-    laplacian_kernel,
-    laplacian_loss,
-    laplacian_pyramid,
-    transition_alpha_loss,
-    transition_mask,
-    trimap_classes,
-)
-
-__all__ = [
-    "P3MLoss",
-    "alpha_loss",
-    "composition_loss",
-    "cross_entropy_loss",
-    "global_loss",
-    "laplacian_kernel",
-    "laplacian_loss",
-    "laplacian_pyramid",
-    "transition_alpha_loss",
-    "transition_mask",
-    "trimap_classes",
-]
+"""Loss pieces several methods share: ``terms`` (alpha, composition, Laplacian, cross-entropy,
+trimap classes) and ``adversarial`` (the GAN terms of AlphaGAN and HATT). Each method's own
+objective is ``p3m_lightning/methods/<method>/loss.py``: ``(outputs, batch) -> named terms``."""

@@ -18,7 +18,6 @@ arbitrary Python objects (and so could run code) is refused before anything in i
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from torch import nn
 
 from p3m_lightning.atomic import atomic_path
 from p3m_lightning.models.bn_folding import fuse_conv_bn
-from p3m_lightning.models.encoders import ResNet34MP
-from p3m_lightning.models.p3mnet import P3MNet
 from p3m_lightning.models.registry import architecture_of, build_architecture, get_architecture
 from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint, tensor_state
 
@@ -40,63 +37,6 @@ LEGACY_ARCH_KEY = "p3m_net"
 """Key of ``P3MNet.arch_config()`` in checkpoints written before the architecture registry."""
 
 DEFAULT_ARCHITECTURE = "p3m_net"
-
-# The reference registers the ResNet layers a second time as encoder0..4 (docs/p3m-net.md §4).
-_ALIASES = (
-    ("encoder0.0.", "resnet.conv1."),
-    ("encoder0.1.", "resnet.bn1."),
-    ("encoder1.0.", "resnet.layer1."),
-    ("encoder2.", "resnet.layer2."),
-    ("encoder3.", "resnet.layer3."),
-    ("encoder4.", "resnet.layer4."),
-)
-
-
-def from_published(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Translate published names to this project's: ``resnet.X -> encoder.X``, aliases dropped."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("resnet."):
-            out["encoder." + key[len("resnet.") :]] = value
-        elif not any(key.startswith(alias) for alias, _ in _ALIASES):
-            out[key] = value
-    return out
-
-
-def to_published(model: P3MNet) -> OrderedDict[str, torch.Tensor]:
-    """The published state dict of a ResNet-34-mp P3M-Net: all 713 names, aliases included.
-
-    Order and names are those of the reference model's ``state_dict()``; an alias holds the
-    very tensor of its canonical name.
-    """
-    if not isinstance(model.encoder, ResNet34MP):
-        raise ValueError(
-            "the published checkpoint format exists only for the ResNet-34-mp encoder; "
-            f"this model uses {type(model.encoder).__name__}. Save a Lightning checkpoint "
-            "or a bare state dict (torch.save(model.state_dict(), ...)) instead."
-        )
-    own = {k: v.detach() for k, v in model.state_dict().items()}
-    published: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, value in own.items():
-        if key.startswith("encoder."):
-            published["resnet." + key[len("encoder.") :]] = value
-    for alias, canonical in _ALIASES:
-        for key in list(published):
-            if key.startswith(canonical):
-                published[alias + key[len(canonical) :]] = published[key]
-    for key, value in own.items():
-        if not key.startswith("encoder."):
-            published[key] = value
-    return published
-
-
-def save_published(model: P3MNet, path: str | Path) -> None:
-    """Write ``model`` in the published checkpoint format, ``{"state_dict": ...}``.
-
-    The file loads in the reference code and in every tool built for
-    ``p3mnet_pretrained_on_p3m10k.pth``. Written to a temporary name, then renamed.
-    """
-    atomic_torch_save({"state_dict": to_published(model)}, path)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -111,10 +51,11 @@ def _summarise(names: list[str]) -> str:
 
 
 def architecture_record(
-    net: nn.Module, strategy: str | dict[str, Any] | None = None
+    net: nn.Module, strategy: str | dict[str, Any] | None = None, channels_last: bool = False
 ) -> dict[str, Any]:
     """What a checkpoint stores to rebuild ``net``: registered name, config, strategy (a name,
-    or ``{"name", **params}`` where its parameters are not the defaults).
+    or ``{"name", **params}`` where its parameters are not the defaults) and the memory format
+    it was evaluated in.
 
     Raises:
         ValueError: ``net``'s class is not registered.
@@ -124,6 +65,7 @@ def architecture_record(
         "name": architecture.name,
         "config": net.arch_config(),
         "strategy": strategy or architecture.default_strategy,
+        "channels_last": bool(channels_last),
     }
 
 
@@ -151,13 +93,11 @@ def load_state_into(
     if misshaped:
         problems.append(f"mis-shaped keys: {_summarise(misshaped)}")
     if problems:
+        p3m_net = name == "P3M-Net"
         encoder = getattr(model, "encoder", None)
-        detail = f" ({type(encoder).__name__} encoder)" if isinstance(model, P3MNet) else ""
-        hint = (
-            "; if it is another method's checkpoint, name it with architecture=<name>"
-            if isinstance(model, P3MNet)
-            else ""
-        )
+        detail = f" ({type(encoder).__name__} encoder)" if p3m_net else ""
+        hint = "; if it is another method's checkpoint, name it with architecture=<name>"
+        hint = hint if p3m_net else ""
         raise CheckpointError(
             f"{source}: does not match the {name} architecture{detail}; "
             + "; ".join(problems)
@@ -175,11 +115,15 @@ class LoadedModel:
         architecture: its registered name (``p3m_net``, ``gfm``, ...).
         strategy: the inference strategy it was trained and validated with (the checkpoint's),
             else the architecture's published protocol.
+        channels_last: the network is in channels-last memory format (what the checkpoint
+            records it was evaluated in, else the architecture's inference layout); feed it
+            inputs in the same format to recompute its figures exactly.
     """
 
     net: nn.Module
     architecture: str
     strategy: str | dict[str, Any]
+    channels_last: bool = False
 
 
 def load_checkpoint(
@@ -227,20 +171,21 @@ def load_checkpoint(
     else:
         name = architecture or DEFAULT_ARCHITECTURE
         net = build_architecture(name, architecture_config, str(path))
-    if name == DEFAULT_ARCHITECTURE and any(k.startswith("resnet.") for k in state):
-        state = from_published(state)
-    elif name != DEFAULT_ARCHITECTURE:
-        state = get_architecture(name).from_published(state)
+    entry = get_architecture(name)
+    state = entry.from_published(state)
     load_state_into(net, state, str(path), "P3M-Net" if name == DEFAULT_ARCHITECTURE else name)
     net = net.to(map_location).eval()
-    if isinstance(net, P3MNet):
-        # Channels-last lets oneDNN/cuDNN run the convolutions about 1.8x faster (see
-        # `make bench`); an NCHW input is accepted and computed in channels-last.
+    # The memory format the network was evaluated in, so that its figures are recomputed
+    # exactly (a file that does not say: the architecture's fast inference layout).
+    recorded = record.get("channels_last") if isinstance(record, dict) else None
+    channels_last = bool(entry.channels_last if recorded is None else recorded)
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
-        if fuse_bn:
-            net = fuse_conv_bn(net)
-    strategy = strategy or get_architecture(name).default_strategy
-    return LoadedModel(net, name, strategy if isinstance(strategy, dict) else str(strategy))
+    if fuse_bn and name == DEFAULT_ARCHITECTURE:
+        net = fuse_conv_bn(net)
+    strategy = strategy or entry.default_strategy
+    strategy = strategy if isinstance(strategy, dict) else str(strategy)
+    return LoadedModel(net, name, strategy, channels_last)
 
 
 def load_model(

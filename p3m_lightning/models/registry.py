@@ -8,12 +8,12 @@ one ``register_architecture`` call in its package (see docs/adding-a-model.md).
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from p3m_lightning.methods import BUILTIN_ARCHITECTURES
+from p3m_lightning.models.architecture import Architecture
 from p3m_lightning.models.safe_load import CheckpointError
 
 __all__ = [
@@ -26,58 +26,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """One registered matting architecture.
-
-    Attributes:
-        name: the name checkpoints and ``load_model(architecture=...)`` use.
-        target: ``"module:Class"`` of the network; called with the config as keyword
-            arguments unless ``builder`` is given.
-        default_strategy: the inference strategy of its published test protocol: a name of
-            ``p3m_lightning.strategies.STRATEGIES`` or ``{"name", **params}``.
-        photo_strategy: the strategy recommended for one's own photos, where it differs
-            (P3M-Net: ``hybrid``); ``None``: ``default_strategy``.
-        builder: optional ``"module:function"`` taking the config dict (for architectures
-            whose config nests components, e.g. P3M-Net's encoder).
-        published: optional ``"module:function"`` translating the authors' released state
-            dict into this project's names (``{name: tensor} -> {name: tensor}``).
-        description: one line for listings and errors.
-        not_exportable: why the network does not export to ONNX / TorchScript with dynamic
-            height and width (``None``: it does; checked against ONNX Runtime by the tests).
-    """
-
-    name: str
-    target: str
-    default_strategy: str | dict[str, Any]
-    photo_strategy: str | None = None
-    builder: str | None = None
-    published: str | None = None
-    description: str = ""
-    not_exportable: str | None = None
-
-    def resolve(self) -> type[nn.Module]:
-        """The class ``target`` names."""
-        return _resolve(self.target)
-
-    def build(self, config: dict[str, Any] | None = None) -> nn.Module:
-        """A fresh network of this architecture (random weights)."""
-        config = dict(config or {})
-        if self.builder is not None:
-            return _resolve(self.builder)(config)
-        return self.resolve()(**config)
-
-    def from_published(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` in this project's names (unchanged when the names already agree)."""
-        return state if self.published is None else _resolve(self.published)(state)
-
-
-def _resolve(path: str) -> Any:
-    module, _, attribute = path.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in BUILTIN_ARCHITECTURES}
+"""Every architecture a checkpoint may name: the built-in methods, then plug-ins' own."""
 
 
 def register_architecture(architecture: Architecture) -> Architecture:

@@ -1,8 +1,10 @@
-"""Trimap-guided inference: known regions of the trimap overwrite the predicted alpha.
+"""Trimap guidance: known regions of a trimap overwrite an alpha.
 
-A leaf module (imports only torch) shared by the trimap-based methods (GCA, IndexNet, FBA,
-DIM, AlphaGAN): each official test script sets alpha to 1 where the trimap is foreground and
-to 0 where it is background, and keeps the network's prediction in the unknown region.
+A leaf module (imports only torch). ``trimap_guided`` serves the trimap-based methods (GCA,
+IndexNet, FBA, DIM, AlphaGAN): each official test script sets alpha to 1 where the trimap is
+foreground and to 0 where it is background, and keeps the network's prediction in the unknown
+region. ``fuse`` is the same rule with a predicted three-class trimap (P3M-Net, its journal
+versions, GFM).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["trimap_guided", "trimap_levels"]
+__all__ = ["fuse", "trimap_guided", "trimap_levels"]
 
 
 def trimap_levels(trimap: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,3 +51,10 @@ def trimap_guided(alpha: Tensor, trimap: Tensor) -> Tensor:
     background, foreground = trimap_levels(trimap)
     alpha = torch.where(background, torch.zeros_like(alpha), alpha)
     return torch.where(foreground, torch.ones_like(alpha), alpha)
+
+
+def fuse(global_logits: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """Fused alpha: ``local`` on the predicted transition, 1 on foreground, 0 on background."""
+    # max(...).indices is argmax's first maximum too, and about 10x faster on CPU.
+    cls = global_logits.max(dim=1, keepdim=True).indices
+    return local * (cls == 1).to(local.dtype) + (cls == 2).to(local.dtype)

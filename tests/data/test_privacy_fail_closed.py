@@ -149,7 +149,7 @@ def test_without_face_masks_the_detector_or_the_fallback_hides_the_face(
 
 
 def test_skipped_samples_are_obfuscated_whole_and_dropped_by_the_task(normal_root, tmp_path):
-    from p3m_lightning.task import drop_skipped
+    from p3m_lightning.evaluation import drop_skipped
 
     root, _ = normal_root
     copy = tmp_path / "nofacemask"

@@ -11,7 +11,7 @@ import torch
 
 from p3m_lightning.data.datamodule import P3MDataModule
 from p3m_lightning.data.synthetic import generate
-from p3m_lightning.models import P3MNet
+from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.task import MattingTask
 
 

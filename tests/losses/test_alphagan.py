@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from p3m_lightning.losses.alphagan import (
+from p3m_lightning.methods.alphagan.loss import (
     AlphaGANLoss,
     composite_on_new_background,
     discriminator_loss,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.losses.basic import BASICLoss, masked_l1, sobel_loss
+from p3m_lightning.methods.basic.loss import BASICLoss, masked_l1, sobel_loss
 from p3m_lightning.normalization import normalize
 
 SIZE = 32

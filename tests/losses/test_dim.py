@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.losses.dim import DIMLoss, masked_charbonnier
+from p3m_lightning.methods.dim.loss import DIMLoss, masked_charbonnier
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.losses.fba import (
-    FBALoss,
-    binomial_kernel,
-    exclusion_loss,
-    gradient_loss,
-    to_rgb01,
-)
+from p3m_lightning.methods.fba.loss import FBALoss, binomial_kernel, exclusion_loss, gradient_loss
+from p3m_lightning.normalization import to_rgb01
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.losses.gca import GCALoss, unknown_l1_loss
+from p3m_lightning.methods.gca.loss import GCALoss, unknown_l1_loss
 
 
 def test_unknown_l1_by_hand() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from p3m_lightning.losses.gfm import GFMLoss
+from p3m_lightning.methods.gfm.loss import GFMLoss
 from p3m_lightning.normalization import normalize
 
 SIZE = 32

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from p3m_lightning.losses.hatt import HATTLoss, discriminator_loss, gaussian_window, ssim
-from p3m_lightning.models.hatt import AlphaDiscriminator
+from p3m_lightning.methods.hatt.loss import HATTLoss, discriminator_loss, gaussian_window, ssim
+from p3m_lightning.methods.hatt.network import AlphaDiscriminator
 
 SIZE = 32
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.losses.indexnet import IndexNetLoss, unknown_alpha_loss, unknown_composition_loss
+from p3m_lightning.methods.indexnet.loss import (
+    IndexNetLoss,
+    unknown_alpha_loss,
+    unknown_composition_loss,
+)
 
 
 def _two_samples() -> dict[str, torch.Tensor]:

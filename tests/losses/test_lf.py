@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from p3m_lightning.losses.lf import LFLoss, classification_loss, fusion_loss
+from p3m_lightning.methods.lf.loss import LFLoss, classification_loss, fusion_loss
 
 SIZE = 16
 N = SIZE * SIZE

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 import torch
 
-from p3m_lightning.losses.modnet import MODNetLoss, modnet_blur_kernel
+from p3m_lightning.methods.modnet.loss import MODNetLoss, modnet_blur_kernel
 from p3m_lightning.normalization import normalize
 
 SIZE = 32

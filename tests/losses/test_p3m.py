@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from p3m_lightning.losses import (
-    P3MLoss,
+from p3m_lightning.losses.terms import (
     laplacian_kernel,
     laplacian_loss,
     laplacian_pyramid,
     transition_mask,
     trimap_classes,
 )
-from p3m_lightning.models import P3MOutput
+from p3m_lightning.methods.p3m_net.loss import P3MLoss
 
 EPS = 1e-12
 HEADS = ("global_logits", "side2", "side1", "side0")
@@ -125,7 +124,7 @@ def np_terms(out: dict[str, np.ndarray], batch: dict[str, np.ndarray]) -> dict[s
 # ----------------------------------------------------------------------------- fixtures
 def make_case(
     b: int = 2, h: int = 32, w: int = 48, seed: int = 0
-) -> tuple[P3MOutput, dict[str, torch.Tensor]]:
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     alpha = torch.rand(b, 1, h, w, generator=g)
     alpha[:, :, : h // 3] = 0.0
@@ -138,14 +137,14 @@ def make_case(
     trimap[:, :, h // 4, w // 2 :] = 64.7
     trimap[:, :, -h // 4 - 1, : w // 2] = 254.99998
     trimap[:, :, -h // 4 - 1, w // 2 :] = 200.2
-    out = P3MOutput(
-        global_logits=torch.randn(b, 3, h, w, generator=g) * 2,
-        local=torch.rand(b, 1, h, w, generator=g),
-        fusion=torch.rand(b, 1, h, w, generator=g),
-        side2=torch.randn(b, 3, h, w, generator=g),
-        side1=torch.randn(b, 3, h, w, generator=g),
-        side0=torch.randn(b, 3, h, w, generator=g),
-    )
+    out = {
+        "global_logits": torch.randn(b, 3, h, w, generator=g) * 2,
+        "local": torch.rand(b, 1, h, w, generator=g),
+        "fusion": torch.rand(b, 1, h, w, generator=g),
+        "side2": torch.randn(b, 3, h, w, generator=g),
+        "side1": torch.randn(b, 3, h, w, generator=g),
+        "side0": torch.randn(b, 3, h, w, generator=g),
+    }
     batch = {
         "image": torch.randn(b, 3, h, w, generator=g),
         "alpha": alpha,
@@ -156,9 +155,9 @@ def make_case(
     return out, batch
 
 
-def to_np(out: P3MOutput, batch: dict[str, torch.Tensor]):
+def to_np(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]):
     return (
-        {k: v.double().numpy() for k, v in out._asdict().items()},
+        {k: v.double().numpy() for k, v in out.items()},
         {k: v.double().numpy() for k, v in batch.items()},
     )
 
@@ -276,11 +275,11 @@ def test_kernel_is_a_non_persistent_buffer() -> None:
     assert loss.to(torch.bfloat16)(out, batch)["loss"].item() == ref.item()
 
 
-def _no_transition(out: P3MOutput, batch: dict) -> None:
+def _no_transition(out: dict, batch: dict) -> None:
     batch["trimap"] = torch.where(batch["trimap"] > 127, 255.0, 0.0)
 
 
-def _all_background(out: P3MOutput, batch: dict) -> None:
+def _all_background(out: dict, batch: dict) -> None:
     batch["alpha"].zero_()
     batch["trimap"].zero_()
 
@@ -313,9 +312,9 @@ def test_edge_cases_are_finite(b: int, h: int, w: int, edit) -> None:
 
 def test_gradients_reach_every_output() -> None:
     out, batch = make_case(seed=7)
-    out = P3MOutput(*(t.clone().requires_grad_(True) for t in out))
+    out = {k: t.clone().requires_grad_(True) for k, t in out.items()}
     P3MLoss()(out, batch)["loss"].backward()
-    for name, t in out._asdict().items():
+    for name, t in out.items():
         assert t.grad is not None, name
         assert torch.isfinite(t.grad).all(), name
         assert t.grad.abs().sum() > 0, name
@@ -324,21 +323,21 @@ def test_gradients_reach_every_output() -> None:
 def test_gradients_are_finite_at_a_perfect_prediction() -> None:
     out, batch = make_case(b=1, seed=8)
     alpha = batch["alpha"]
-    out = out._replace(local=alpha.clone().requires_grad_(True), fusion=alpha.clone())
+    out = {**out, "local": alpha.clone().requires_grad_(True), "fusion": alpha.clone()}
     P3MLoss()(out, batch)["loss"].backward()
-    assert torch.isfinite(out.local.grad).all()
+    assert torch.isfinite(out["local"].grad).all()
 
 
 def test_bf16_autocast_gives_a_float32_loss() -> None:
     out, batch = make_case(seed=9)
     ref = P3MLoss()(out, batch)["loss"]
-    out16 = P3MOutput(*(t.bfloat16().requires_grad_(True) for t in out))
+    out16 = {k: t.bfloat16().requires_grad_(True) for k, t in out.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = P3MLoss()(out16, batch)["loss"]
     assert loss.dtype == torch.float32
     assert torch.isfinite(loss)
     loss.backward()
-    assert all(torch.isfinite(t.grad).all() for t in out16)
+    assert all(torch.isfinite(t.grad).all() for t in out16.values())
     # Only the bf16 rounding of the predictions separates it from the float32 loss.
     assert loss.item() == pytest.approx(ref.item(), rel=2e-2)
 

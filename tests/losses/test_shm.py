@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from p3m_lightning.losses.shm import SHMLoss
+from p3m_lightning.methods.shm.loss import SHMLoss
 
 
 def _batch() -> dict[str, torch.Tensor]:

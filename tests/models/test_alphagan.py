@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from p3m_lightning.losses.alphagan import AlphaGANLoss, discriminator_loss
-from p3m_lightning.models.alphagan import AlphaGANGenerator, PatchDiscriminator
+from p3m_lightning.methods.alphagan.loss import AlphaGANLoss, discriminator_loss
+from p3m_lightning.methods.alphagan.network import AlphaGANGenerator
+from p3m_lightning.models.layers import PatchDiscriminator
 
 SMALL = {"width": 8, "aspp_width": 16}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

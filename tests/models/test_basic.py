@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from p3m_lightning.losses.basic import BASICLoss
-from p3m_lightning.models.basic import BASICNet, plate_segmentation
+from p3m_lightning.methods.basic.loss import BASICLoss
+from p3m_lightning.methods.basic.network import BASICNet, plate_segmentation
 from p3m_lightning.normalization import denormalize, normalize
 from tests.conftest import DATA, golden_tensor
 

@@ -9,15 +9,11 @@ import zipfile
 import pytest
 import torch
 
-from p3m_lightning.models import (
-    CheckpointError,
-    P3MNet,
-    P3MOutput,
-    TimmEncoder,
-    load_model,
-    save_published,
-    to_published,
-)
+from p3m_lightning.methods.p3m_net.network import OUTPUTS, P3MNet
+from p3m_lightning.methods.p3m_net.published import save_published, to_published
+from p3m_lightning.models.checkpoint import load_model
+from p3m_lightning.models.encoders import TimmEncoder
+from p3m_lightning.models.safe_load import CheckpointError
 
 
 class _RunsCodeWhenUnpickled:
@@ -32,14 +28,15 @@ class _RunsCodeWhenUnpickled:
 
 def _outputs(model: P3MNet, x: torch.Tensor) -> list[torch.Tensor]:
     with torch.inference_mode():
-        return list(model.eval()(x))
+        out = model.eval()(x)
+        return [out[name] for name in OUTPUTS]
 
 
 def _assert_same_outputs(a: P3MNet, b: P3MNet, x: torch.Tensor) -> None:
     # Compared in one memory layout (load_model returns channels-last): a layout change moves
     # rounding, which max-pool near-ties turn into visible differences.
     a, b = (m.to(memory_format=torch.channels_last) for m in (a, b))
-    for name, u, v in zip(P3MOutput._fields, _outputs(a, x), _outputs(b, x), strict=True):
+    for name, u, v in zip(OUTPUTS, _outputs(a, x), _outputs(b, x), strict=True):
         assert torch.equal(u, v), name
 
 

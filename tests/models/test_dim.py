@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from p3m_lightning.losses.dim import DIMLoss
-from p3m_lightning.models.dim import DIMNet
+from p3m_lightning.methods.dim.loss import DIMLoss
+from p3m_lightning.methods.dim.network import DIMNet
 
 SMALL = {"width": 8, "refiner_channels": 8}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from p3m_lightning.losses.fba import FBALoss
-from p3m_lightning.models.fba import FBANet, fba_fusion
-from p3m_lightning.models.fba.blocks import (
+from p3m_lightning.methods.fba.blocks import (
     WSConv2d,
     distance_to_region,
     trimap_distance_features,
     two_channel_trimap,
 )
+from p3m_lightning.methods.fba.loss import FBALoss
+from p3m_lightning.methods.fba.network import FBANet, fba_fusion
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

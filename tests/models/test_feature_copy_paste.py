@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p3m_lightning.models import P3MNet
+from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.models.feature_copy_paste import FeatureCopyPaste, downsample_mask
 
 
@@ -56,7 +56,7 @@ def test_only_the_chosen_layer_changes_and_only_inside_the_mask(setup) -> None:
     torch.testing.assert_close(pasted["layer3"][1], plain["layer3"][1], rtol=0, atol=0)
     with torch.no_grad():
         reference = net(image)
-    torch.testing.assert_close(out.fusion[1], reference.fusion[1], rtol=0, atol=0)
+    torch.testing.assert_close(out["fusion"][1], reference["fusion"][1], rtol=0, atol=0)
 
 
 def test_detached_source_gives_no_gradient_to_the_source(setup) -> None:
@@ -65,7 +65,7 @@ def test_detached_source_gives_no_gradient_to_the_source(setup) -> None:
     for detach, expect_grad in ((True, False), (False, True)):
         source.grad = None
         out = FeatureCopyPaste(["layer1"], detach=detach)(net, image, source, mask)
-        out.local.sum().backward()
+        out["local"].sum().backward()
         assert (source.grad is not None and source.grad.abs().sum() > 0) == expect_grad
 
 

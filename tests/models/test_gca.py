@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from p3m_lightning.losses.gca import GCALoss
-from p3m_lightning.models.gca import GCANet, trimap_one_hot
+from p3m_lightning.methods.gca.loss import GCALoss
+from p3m_lightning.methods.gca.network import GCANet, trimap_one_hot
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL = {"encoder_layers": (1, 1, 1, 1), "decoder_layers": (1, 1, 1, 1)}

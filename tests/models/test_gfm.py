@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from p3m_lightning.losses.gfm import GFMLoss
-from p3m_lightning.models.gfm import GFMNet, gfm_hybrid_alpha
+from p3m_lightning.methods.gfm.inference import gfm_hybrid_alpha
+from p3m_lightning.methods.gfm.loss import GFMLoss
+from p3m_lightning.methods.gfm.network import GFMNet
 from p3m_lightning.normalization import normalize
 from tests.conftest import DATA, golden_tensor
 

@@ -7,9 +7,13 @@ import torch
 from torchvision.models import resnext101_32x8d
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from p3m_lightning.losses.hatt import HATTLoss, discriminator_loss
-from p3m_lightning.models.hatt import AlphaDiscriminator, HATTNet
-from p3m_lightning.models.hatt.network import ChannelAttention, SpatialAttention
+from p3m_lightning.methods.hatt.loss import HATTLoss, discriminator_loss
+from p3m_lightning.methods.hatt.network import (
+    AlphaDiscriminator,
+    ChannelAttention,
+    HATTNet,
+    SpatialAttention,
+)
 from p3m_lightning.normalization import normalize
 
 TINY = {

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from p3m_lightning.losses.indexnet import IndexNetLoss
-from p3m_lightning.models.indexnet import IndexNet
-from p3m_lightning.models.indexnet.blocks import IndexBlock
+from p3m_lightning.methods.indexnet.blocks import IndexBlock
+from p3m_lightning.methods.indexnet.loss import IndexNetLoss
+from p3m_lightning.methods.indexnet.network import IndexNet
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

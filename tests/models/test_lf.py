@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.models import DenseNet, densenet201
 
-from p3m_lightning.losses.lf import LFLoss
-from p3m_lightning.models.lf import LFNet, late_fusion
+from p3m_lightning.methods.lf.loss import LFLoss
+from p3m_lightning.methods.lf.network import LFNet, late_fusion
 from p3m_lightning.normalization import normalize
 
 TINY = {

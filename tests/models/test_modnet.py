@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from p3m_lightning.losses.modnet import MODNetLoss
-from p3m_lightning.models.modnet import MODNet, modnet_alpha, modnet_size
+from p3m_lightning.methods.modnet.inference import modnet_alpha, modnet_size
+from p3m_lightning.methods.modnet.loss import MODNetLoss
+from p3m_lightning.methods.modnet.network import MODNet
 from p3m_lightning.normalization import normalize
 from tests.conftest import DATA, golden_tensor
 from tests.models.test_gfm import tiny_batch

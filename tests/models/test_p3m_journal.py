@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from p3m_lightning.losses.p3m import P3MLoss
-from p3m_lightning.models.p3m_journal import (
-    P3MJournalNet,
-    SwinEncoder,
-    ViTAEEncoder,
-    load_published,
-)
-from p3m_lightning.models.p3m_journal.swin import window_attention_mask
-from p3m_lightning.models.p3mnet import P3MOutput
+from p3m_lightning.methods.p3m_journal.network import P3MJournalNet, load_published
+from p3m_lightning.methods.p3m_journal.swin import SwinEncoder, window_attention_mask
+from p3m_lightning.methods.p3m_journal.vitae import ViTAEEncoder
+from p3m_lightning.methods.p3m_net.loss import P3MLoss
 from p3m_lightning.models.safe_load import CheckpointError
 from tests.conftest import DATA, golden_tensor
 
@@ -142,7 +137,7 @@ def test_adam_steps_lower_the_p3m_loss(backbone: str) -> None:
     losses = []
     for _ in range(6):
         out = model(batch["image"])
-        loss = loss_fn(P3MOutput(*(out[f] for f in P3MOutput._fields)), batch)["loss"]
+        loss = loss_fn(out, batch)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -247,7 +242,7 @@ def test_forward_matches_the_journal_code(backbone: str) -> None:
 @pytest.mark.parametrize("backbone", ["vitae_s", "swin_t"])
 def test_load_model_reads_the_published_layout(backbone: str, tmp_path) -> None:
     """``load_model(architecture="p3m_journal")``: the journal trainer's file, masks dropped."""
-    from p3m_lightning.models import load_checkpoint
+    from p3m_lightning.models.checkpoint import load_checkpoint
 
     model = P3MJournalNet(backbone, SMALL[backbone]).eval()
     blob = _published_blob(model)

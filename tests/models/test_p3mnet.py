@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from p3m_lightning.models import P3MNet, P3MOutput, ResNet34MP, TimmEncoder, load_model
+from p3m_lightning.methods.p3m_net.network import OUTPUTS, P3MNet
+from p3m_lightning.models.checkpoint import load_model
+from p3m_lightning.models.encoders import ResNet34MP, TimmEncoder
 from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +28,7 @@ FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def golden_outputs(golden_checkpoint) -> tuple[dict[str, np.ndarray], P3MOutput]:
+def golden_outputs(golden_checkpoint) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
     ref = dict(np.load(DATA / "p3mnet_r34_forward.npz"))
     model = load_model(golden_checkpoint)
     with torch.inference_mode():
@@ -37,7 +39,7 @@ def golden_outputs(golden_checkpoint) -> tuple[dict[str, np.ndarray], P3MOutput]
 @pytest.mark.parametrize("name", ["global", "side2", "side1", "side0"])
 def test_logits_match_reference(golden_outputs, name: str) -> None:
     ref, out = golden_outputs
-    ours = getattr(out, FIELDS[name]).numpy()
+    ours = out[FIELDS[name]].numpy()
     expected = ref[name]
     rel = np.abs(ours - expected).max() / np.abs(expected).max()
     assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
@@ -45,12 +47,12 @@ def test_logits_match_reference(golden_outputs, name: str) -> None:
 
 def test_local_matches_reference(golden_outputs) -> None:
     ref, out = golden_outputs
-    assert np.abs(out.local.numpy() - ref["local"]).max() < 1e-4
+    assert np.abs(out["local"].numpy() - ref["local"]).max() < 1e-4
 
 
 def test_fusion_matches_reference_except_near_ties(golden_outputs) -> None:
     ref, out = golden_outputs
-    diff = np.abs(out.fusion.numpy() - ref["fusion"])[:, 0]
+    diff = np.abs(out["fusion"].numpy() - ref["fusion"])[:, 0]
     top2 = np.sort(ref["global"], axis=1)[:, -2:]
     near_tie = (top2[:, 1] - top2[:, 0]) < 1e-3
     assert diff[~near_tie].max() < 1e-4
@@ -68,11 +70,13 @@ def test_output_is_named_and_shaped() -> None:
     model = P3MNet().eval()
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 64, 96))
-    assert isinstance(out, P3MOutput)
-    assert out.global_logits.shape == (1, 3, 64, 96)
-    assert out.local.shape == out.fusion.shape == (1, 1, 64, 96)
-    assert float(out.local.min()) >= 0.0 and float(out.local.max()) <= 1.0
-    assert set(torch.unique(out.fusion[out.fusion != out.local]).tolist()) <= {0.0, 1.0}
+    assert set(out) == {*OUTPUTS, "alpha"}
+    assert out["alpha"] is out["fusion"]
+    assert out["global_logits"].shape == (1, 3, 64, 96)
+    local, fusion = out["local"], out["fusion"]
+    assert local.shape == fusion.shape == (1, 1, 64, 96)
+    assert float(local.min()) >= 0.0 and float(local.max()) <= 1.0
+    assert set(torch.unique(fusion[fusion != local]).tolist()) <= {0.0, 1.0}
 
 
 @pytest.mark.parametrize(("h", "w", "hint"), [(100, 96, "96 or 128"), (64, 20, "32")])
@@ -98,14 +102,14 @@ def test_timm_encoders_random_weights(name: str, levels_from_timm: int) -> None:
     assert [f.shape[-1] for f in feats] == [64, 32, 16, 8, 4, 2]
     assert [f.shape[1] for f in feats] == list(encoder.out_channels)
     assert indices == []
-    assert out.local.shape == (2, 1, 64, 64)
-    assert torch.isfinite(out.global_logits).all()
+    assert out["local"].shape == (2, 1, 64, 64)
+    assert torch.isfinite(out["global_logits"]).all()
 
 
 def test_timm_encoder_trains() -> None:
     model = P3MNet(TimmEncoder("resnet18")).train()
     out = model(torch.randn(2, 3, 64, 64))
-    sum(t.float().mean() for t in out).backward()
+    sum(t.float().mean() for t in out.values()).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
@@ -152,8 +156,8 @@ def test_inference_is_repeatable_in_channels_last(golden_checkpoint) -> None:
     model = load_model(golden_checkpoint)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        first = model(x).local
-        assert all(torch.equal(first, model(x).local) for _ in range(4))
+        first = model(x)["local"]
+        assert all(torch.equal(first, model(x)["local"]) for _ in range(4))
 
 
 def test_folded_batchnorm_stays_within_conformance(golden_checkpoint) -> None:
@@ -162,27 +166,27 @@ def test_folded_batchnorm_stays_within_conformance(golden_checkpoint) -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     with torch.inference_mode():
         out = model(torch.from_numpy(ref["input"]))
-    assert np.abs(out.local.numpy() - ref["local"]).max() < 1e-4
+    assert np.abs(out["local"].numpy() - ref["local"]).max() < 1e-4
     for name in ("global", "side2", "side1", "side0"):
-        ours = getattr(out, FIELDS[name]).numpy()
+        ours = out[FIELDS[name]].numpy()
         assert np.abs(ours - ref[name]).max() / np.abs(ref[name]).max() < 1e-4, name
 
 
 def test_fusing_a_training_model_is_refused() -> None:
-    from p3m_lightning.models import fuse_conv_bn
+    from p3m_lightning.models.bn_folding import fuse_conv_bn
 
     with pytest.raises(ValueError, match="eval mode"):
         fuse_conv_bn(P3MNet().train())
 
 
 def test_fusing_timm_encoder_keeps_outputs() -> None:
-    from p3m_lightning.models import fuse_conv_bn
+    from p3m_lightning.models.bn_folding import fuse_conv_bn
 
     model = P3MNet(TimmEncoder("resnet18")).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
-        expected = model(x).global_logits
-        fused = fuse_conv_bn(model)(x).global_logits
+        expected = model(x)["global_logits"]
+        fused = fuse_conv_bn(model)(x)["global_logits"]
     torch.testing.assert_close(fused, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -195,12 +199,9 @@ def test_output_selection_equals_full_forward(golden_outputs, golden_checkpoint,
     model = load_model(golden_checkpoint)
     with torch.inference_mode():
         part = model(torch.from_numpy(ref["input"]), outputs=outputs)
-    assert isinstance(part, P3MOutput)
-    for name in P3MOutput._fields:
-        if name in outputs:
-            torch.testing.assert_close(getattr(part, name), getattr(full, name), rtol=0, atol=0)
-        else:
-            assert getattr(part, name) is None, name
+    assert set(part) == set(outputs) | ({"alpha"} if "fusion" in outputs else set())
+    for name in outputs:
+        torch.testing.assert_close(part[name], full[name], rtol=0, atol=0)
 
 
 def test_output_selection_skips_unused_layers(golden_checkpoint) -> None:
@@ -223,7 +224,8 @@ def test_inference_path_imports_no_heavy_packages() -> None:
     code = (
         "import sys\n"
         "import p3m_lightning.api, p3m_lightning.inference, p3m_lightning.imageio\n"
-        "from p3m_lightning.models import P3MNet, ResNet34MP\n"
+        "from p3m_lightning.methods.p3m_net.network import P3MNet\n"
+        "from p3m_lightning.models.encoders import ResNet34MP\n"
         "ResNet34MP(); P3MNet()\n"
         "heavy = ('torchvision', 'pytorch_lightning', 'lightning', 'wandb', 'timm')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"

@@ -5,8 +5,8 @@ import io
 import pytest
 import torch
 
-from p3m_lightning.losses.shm import SHMLoss
-from p3m_lightning.models.shm import SHMNet
+from p3m_lightning.methods.shm.loss import SHMLoss
+from p3m_lightning.methods.shm.network import SHMNet
 
 
 def _small() -> SHMNet:
