@@ -18,10 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m_lightning.models.trimap_guided import trimap_guided
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 MAX_SIDE = 1600
 """Largest side the network sees (the P3M/GFM reference's MAX_SIZE_H / MAX_SIZE_W)."""
@@ -35,9 +38,47 @@ __all__ = [
     "check_inputs",
     "input_divisor",
     "network_size",
+    "quantize",
     "resize",
     "resized_inputs",
+    "rgb8",
 ]
+
+QUANTIZE = (None, "floor", "round")
+"""How an official script turns its float matte into the 8-bit PNG its figures were computed
+from: not at all (``None``), ``(a * 255).astype(uint8)`` (``floor``) or rounded (``round``)."""
+
+
+def rgb8(image: Tensor) -> np.ndarray:
+    """The 8-bit RGB photo behind an ImageNet-normalised ``(1, 3, H, W)`` tensor.
+
+    Official test scripts resize the 8-bit photo itself; the loaders normalise
+    ``k / 255`` exactly, so rounding the inverse recovers ``k`` exactly.
+
+    Returns:
+        ``(H, W, 3)`` uint8, on the CPU.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(3, 1, 1)
+    x = image[0].detach().to("cpu", torch.float64)
+    rgb = torch.round((x * std + mean) * 255.0).clamp(0, 255).to(torch.uint8)
+    return rgb.permute(1, 2, 0).contiguous().numpy()
+
+
+def quantize(alpha: Tensor, mode: str | None) -> Tensor:
+    """``alpha`` in [0, 1] as an official script's 8-bit PNG has it (``QUANTIZE``), read back
+    as ``level / 255``; ``None`` leaves it as it is.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    if mode is None:
+        return alpha
+    if mode not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
+    scaled = alpha.double() * 255.0
+    levels = torch.floor(scaled) if mode == "floor" else torch.round(scaled)
+    return (levels.clamp(0, 255) / 255.0).to(alpha.dtype)
 
 
 def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
