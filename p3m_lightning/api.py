@@ -40,7 +40,7 @@ from p3m_lightning.models.checkpoint import load_checkpoint
 from p3m_lightning.models.registry import get_architecture
 from p3m_lightning.normalization import normalize
 from p3m_lightning.runtime import BACKENDS, OnnxRuntimeNet
-from p3m_lightning.strategies import InferenceStrategy, build_strategy
+from p3m_lightning.strategies import InferenceStrategy, build_strategy, for_photos
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
 """A photo: an ``(H, W[, C])`` array (see ``imageio.to_rgb8``), a Pillow image or a file path."""
@@ -161,9 +161,13 @@ class Matter:
             bare state dict of another method than P3M-Net), e.g. ``"gfm"``.
         architecture_config: its configuration where it is not the released size (e.g.
             ``{"backbone": "swin_t"}`` for ``p3m_journal``).
+        resampling: ``"fast"`` (torch's resizing where the strategy resizes: P3M-Net, GFM,
+            the ``resize`` methods) or ``"official"`` (the method's test script's own, as
+            ``eval.py`` and training's test use; slower).
 
     Raises:
-        ValueError: an unknown strategy or precision, or CUDA asked for but not available.
+        ValueError: an unknown strategy, precision or resampling, or CUDA asked for but not
+            available.
         FileNotFoundError, CheckpointError: the checkpoint cannot be used.
     """
 
@@ -178,6 +182,7 @@ class Matter:
         backend: str = "torch",
         architecture: str | None = None,
         architecture_config: dict | None = None,
+        resampling: str = "fast",
     ) -> None:
         self.precision = str(precision)
         if self.precision not in PRECISIONS:
@@ -206,9 +211,12 @@ class Matter:
         self.model = loaded.net
         self.architecture = loaded.architecture
         photo_strategy = get_architecture(loaded.architecture).photo_strategy
-        self.strategy = build_strategy(
-            strategy if strategy is not None else photo_strategy or loaded.strategy,
-            self.max_side,
+        self.strategy = for_photos(
+            build_strategy(
+                strategy if strategy is not None else photo_strategy or loaded.strategy,
+                self.max_side,
+            ),
+            resampling,
         )
         self.inputs: tuple[str, ...] = tuple(getattr(self.model, "inputs", ("image",)))
         self._net: nn.Module | OnnxRuntimeNet = self.model

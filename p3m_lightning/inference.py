@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m_lightning.models.trimap_guided import trimap_guided
-from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+from p3m_lightning.resampling import skimage_resize
 
 MAX_SIDE = 1600
 """Largest side the network sees (the P3M/GFM reference's MAX_SIZE_H / MAX_SIZE_W)."""
@@ -36,15 +37,24 @@ __all__ = [
     "TrimapGuided",
     "call_net",
     "check_inputs",
+    "check_quantize",
+    "check_resampling",
     "input_divisor",
     "network_size",
     "quantize",
+    "resample_map",
+    "resample_photo",
     "resize",
     "resized_inputs",
     "rgb8",
 ]
 
-QUANTIZE = (None, "floor", "round")
+RESAMPLING = ("skimage_0.14", "skimage_0.17", "torch")
+"""How a strategy resizes: as the official P3M-Net / journal scripts (scikit-image 0.14's
+``resize`` on the 8-bit photo), as GFM's (scikit-image 0.17's), or torch's antialiased
+bilinear on the normalised tensor (``torch``: 10x faster, not the published mattes)."""
+
+QUANTIZE: tuple[str | None, ...] = (None, "floor", "round")
 """How an official script turns its float matte into the 8-bit PNG its figures were computed
 from: not at all (``None``), ``(a * 255).astype(uint8)`` (``floor``) or rounded (``round``)."""
 
@@ -65,6 +75,57 @@ def rgb8(image: Tensor) -> np.ndarray:
     return rgb.permute(1, 2, 0).contiguous().numpy()
 
 
+def check_resampling(resampling: str) -> str:
+    """``resampling`` if it is one of ``RESAMPLING``.
+
+    Raises:
+        ValueError: naming the choices.
+    """
+    if resampling not in RESAMPLING:
+        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
+    return resampling
+
+
+def resample_photo(image: Tensor, size: tuple[int, int], resampling: str) -> Tensor:
+    """The network's normalised input at ``size``.
+
+    With scikit-image resampling, as the official scripts form it: the 8-bit photo resized,
+    times 255 (float64), cast to float32, divided by 255 and normalised.
+
+    Args:
+        image: ``(1, 3, H, W)`` ImageNet-normalised.
+        size: ``(height, width)`` the network sees.
+        resampling: one of ``RESAMPLING``.
+
+    Returns:
+        ``(1, 3, height, width)`` float32 on ``image``'s device.
+    """
+    if check_resampling(resampling) == "torch":
+        return resize(image, size)
+    scaled = skimage_resize(rgb8(image), size, resampling.split("_")[1]) * 255.0
+    photo = torch.from_numpy(scaled.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
+    return normalize(photo).to(image.device)
+
+
+def resample_map(x: Tensor, size: tuple[int, int], resampling: str) -> Tensor:
+    """A ``(1, 1, h, w)`` output map (alpha, local, focus) resized to ``size``, float32."""
+    if check_resampling(resampling) == "torch":
+        return resize(x.float(), size)
+    out = skimage_resize(x[0, 0].float().cpu().numpy(), size, resampling.split("_")[1])
+    return torch.from_numpy(out.astype(np.float32))[None, None].to(x.device)
+
+
+def check_quantize(mode: str | None) -> str | None:
+    """``mode`` if it is one of ``QUANTIZE``.
+
+    Raises:
+        ValueError: naming the choices.
+    """
+    if mode not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
+    return mode
+
+
 def quantize(alpha: Tensor, mode: str | None) -> Tensor:
     """``alpha`` in [0, 1] as an official script's 8-bit PNG has it (``QUANTIZE``), read back
     as ``level / 255``; ``None`` leaves it as it is.
@@ -72,10 +133,8 @@ def quantize(alpha: Tensor, mode: str | None) -> Tensor:
     Raises:
         ValueError: an unknown mode.
     """
-    if mode is None:
+    if check_quantize(mode) is None:
         return alpha
-    if mode not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
     scaled = alpha.double() * 255.0
     levels = torch.floor(scaled) if mode == "floor" else torch.round(scaled)
     return (levels.clamp(0, 255) / 255.0).to(alpha.dtype)
@@ -164,11 +223,11 @@ class InferenceStrategy:
         return {}
 
     def spec(self) -> str | dict[str, Any]:
-        """What a checkpoint records: the name, or ``{"name", **params}`` where the
-        parameters differ from the defaults; ``build_strategy`` rebuilds either."""
+        """What a checkpoint records: the name, or ``{"name", **params}`` with the parameters
+        that differ from the defaults; ``build_strategy`` rebuilds either."""
         defaults = type(self)().params()
-        params = self.params()
-        return self.name if params == defaults else {"name": self.name, **params}
+        changed = {k: v for k, v in self.params().items() if defaults.get(k) != v}
+        return {"name": self.name, **changed} if changed else self.name
 
     def __repr__(self) -> str:
         params = "".join(f"{k}={v!r}, " for k, v in self.params().items())
@@ -178,34 +237,54 @@ class InferenceStrategy:
 class Resize(InferenceStrategy):
     """One pass at ``scale`` of the image, ``alpha`` resized back (P3M-Net's ``RESIZE``).
 
-    Every input is resized to the network size: images bilinearly (antialiased when
-    shrinking), a trimap to the nearest neighbour so it keeps its three levels. Each side is
-    rounded down to the network's ``input_divisor`` and capped at ``max_side``.
+    Each side is ``int(side * scale)`` rounded down to the network's ``input_divisor`` and
+    capped at ``max_side``. The image is resized by ``resampling``: by default as the official
+    P3M-Net test script does (scikit-image 0.14 on the 8-bit photo, the alpha back the same
+    way), which with ``scale=0.5`` and P3M-Net is the published protocol; GFM's script resizes
+    with scikit-image 0.17. A trimap input is resized to the nearest neighbour (it keeps its
+    three levels), a background plate like the image.
 
     Args:
         scale: ratio of the image size the network sees (0.5 published, 1.0 whole image).
+        resampling: one of ``RESAMPLING``.
+        quantize: the official script's 8-bit matte (``QUANTIZE``), or None.
         max_side: cap on each side the network sees.
     """
 
     name = "resize"
 
-    def __init__(self, scale: float = 0.5, max_side: int = MAX_SIDE) -> None:
+    def __init__(
+        self,
+        scale: float = 0.5,
+        resampling: str = "skimage_0.14",
+        quantize: str | None = None,
+        max_side: int = MAX_SIDE,
+    ) -> None:
         super().__init__(max_side)
         if not 0 < scale <= 4:
             raise ValueError(f"scale must be in (0, 4], got {scale}")
         self.scale = float(scale)
+        self.resampling = check_resampling(resampling)
+        self.quantize = check_quantize(quantize)
 
     def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
         check_inputs(net, inputs)
         h, w = inputs["image"].shape[-2:]
         size = network_size(h, w, self.scale, self.max_side, input_divisor(net))
+        run = {
+            k: F.interpolate(v, size=size, mode="nearest")
+            if k == "trimap"
+            else resample_photo(v, size, self.resampling)
+            for k, v in inputs.items()
+        }
         # A network that computes only the maps asked for (P3M-Net) skips its side heads.
         kwargs = {"outputs": ("alpha",)} if getattr(net, "selects_outputs", False) else {}
-        alpha = call_net(net, resized_inputs(inputs, size), **kwargs)["alpha"].float()
-        return resize(alpha, (h, w))[0, 0].clamp(0.0, 1.0)
+        alpha = call_net(net, run, **kwargs)["alpha"].float()
+        alpha = resample_map(alpha, (h, w), self.resampling)[0, 0].clamp(0.0, 1.0)
+        return quantize(alpha, self.quantize)
 
     def params(self) -> dict[str, Any]:
-        return {"scale": self.scale}
+        return {"scale": self.scale, "resampling": self.resampling, "quantize": self.quantize}
 
 
 class TrimapGuided(InferenceStrategy):

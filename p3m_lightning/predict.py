@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 USAGE = (
     "usage: python predict.py ckpt_path=<published .pth or Lightning .ckpt> "
     "input=<file|folder|glob> output=<folder> [trimap=<folder>] [plate=<folder>] "
-    "[architecture=<method>] [strategy=hybrid|resize|...] [device=cpu|cuda] "
+    "[architecture=<method>] [strategy=hybrid|resize|...] [resampling=fast|official] "
+    "[device=cpu|cuda] "
     "[precision=32|bf16] [backend=torch|onnxruntime] [composite='#RRGGBB'|<background image>]"
 )
 OUTPUT_KINDS = ("alpha", "rgba", "composite")
@@ -206,6 +207,7 @@ def _prepare(
             max_side=cfg.max_side,
             shorter_side_limit=cfg.shorter_side_limit,
             backend=cfg.get("backend", "torch"),
+            resampling=cfg.get("resampling", "fast"),
             architecture=cfg.get("architecture"),
             architecture_config=(
                 OmegaConf.to_container(cfg.architecture_config, resolve=True)

@@ -47,7 +47,7 @@ METHODS: dict[str, tuple[str, list[str], str | dict]] = {
             "+model.net.backbone_config.depths=[2,2,2,2]",
             "+model.net.backbone_config.heads=[1,1,2,2]",
         ],
-        "hybrid",
+        {"name": "hybrid", "quantize": "floor"},
     ),
     "p3m_vitae_s": (
         "p3m_journal",
@@ -57,7 +57,7 @@ METHODS: dict[str, tuple[str, list[str], str | dict]] = {
             "+model.net.backbone_config.heads=[1,2,2,4]",
             "+model.net.backbone_config.groups=[1,2,4,8]",
         ],
-        "hybrid",
+        {"name": "hybrid", "quantize": "floor"},
     ),
     "gfm": ("gfm", ["model.net.width=8"], "gfm_hybrid"),
     "modnet": ("modnet", ["model.net.hr_channels=8", "model.net.width_mult=0.25"], "modnet"),

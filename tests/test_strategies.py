@@ -59,17 +59,20 @@ def test_resize_runs_at_half_size_rounded_to_the_divisor() -> None:
     assert net.sizes == [(96, 96)]  # capped at 100, rounded down to 96
 
 
-def test_resize_equals_the_published_protocol_for_p3m_net() -> None:
+def test_fast_resize_is_one_half_size_pass_resized_back_for_p3m_net() -> None:
+    """``resampling=torch``: torch's antialiased bilinear both ways (the official resampling
+    is pinned against the official script in tests/test_official_procedures.py)."""
     torch.manual_seed(0)
     net = P3MNet().eval()
     image = torch.randn(1, 3, 96, 128)
     with torch.inference_mode():
         fusion = net(resize(image, (32, 64)))["fusion"]  # 48 x 64 rounded down to 32
         expected = resize(fusion, (96, 128))[0, 0].clamp(0.0, 1.0)
-        got = build_strategy("resize")(net, {"image": image})
-        hybrid = build_strategy("hybrid")(net, {"image": image})
+        got = build_strategy({"name": "resize", "resampling": "torch"})(net, {"image": image})
+        hybrid = build_strategy({"name": "hybrid", "resampling": "torch"})(net, {"image": image})
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
-        torch.testing.assert_close(hybrid, hybrid_alpha(net, image), rtol=0, atol=0)
+        fast = hybrid_alpha(net, image, resampling="torch")
+        torch.testing.assert_close(hybrid, fast, rtol=0, atol=0)
 
 
 def test_trimap_guided_pads_crops_and_imposes_known_regions() -> None:

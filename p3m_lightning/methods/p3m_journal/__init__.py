@@ -11,7 +11,7 @@ from p3m_lightning.models.architecture import Architecture
 ARCHITECTURE = Architecture(
     "p3m_journal",
     "p3m_lightning.methods.p3m_journal.network:P3MJournalNet",
-    "hybrid",
+    {"name": "hybrid", "quantize": "floor"},
     published="p3m_lightning.methods.p3m_journal.network:drop_attention_masks",
     description="journal P3M-Net (IJCV 2023), ViTAE-S or Swin-T encoder",
     not_exportable="its Swin-T / ViTAE-S window and token reshapes are traced at one size",
