@@ -45,8 +45,8 @@ def crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
     The square of side ``1.2 s`` (``s`` the larger extent of the mask's nonzero pixels)
     starting ``0.1 s`` above and left of them, clipped to rows ``[0, H-1]`` and columns
-    ``[0, W-1]``, rounded half to even: a clipped box is not square, and it stops one pixel
-    short of a bottom or right edge it reaches.
+    ``[0, W-1]``, then rounded half to even: a clipped box is not square, and one clipped at
+    the bottom or right usually leaves out the last row or column.
 
     Args:
         mask: ``(H, W)`` with at least one nonzero pixel.
