@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from p3m_lightning.inference import MAX_SIDE, InferenceStrategy, Resize, TrimapGuided
+from p3m_lightning.methods.basic.inference import BASICOfficial
 from p3m_lightning.methods.gfm.inference import GFMHybrid
 from p3m_lightning.methods.modnet.inference import MODNetResize
 from p3m_lightning.methods.p3m_net.inference import P3MHybrid
@@ -28,7 +29,8 @@ antialiased bilinear, where a strategy resizes) or ``official`` (the method's te
 own, as evaluation always uses)."""
 
 STRATEGIES: dict[str, type[InferenceStrategy]] = {
-    cls.name: cls for cls in (Resize, P3MHybrid, GFMHybrid, MODNetResize, TrimapGuided)
+    cls.name: cls
+    for cls in (Resize, P3MHybrid, GFMHybrid, MODNetResize, TrimapGuided, BASICOfficial)
 }
 """The strategies a name (in a config or a checkpoint) may ask for."""
 

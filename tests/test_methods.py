@@ -88,7 +88,7 @@ METHODS: dict[str, tuple[str, list[str], str | dict]] = {
     "basic": (
         "basic",
         ["model.net.ngf=8", "model.net.n_blocks1=2", "model.net.n_blocks2=1"],
-        "resize",
+        "basic",
     ),
     "dim": ("dim", ["model.net.width=8", "model.net.refiner_channels=8"], "trimap_guided"),
     "alphagan": (

@@ -106,7 +106,14 @@ def test_missing_input_and_unknown_name_are_named() -> None:
         TrimapGuided()(TrimapEcho(), {"image": torch.zeros(1, 3, 8, 8)})
     with pytest.raises(ValueError, match="unknown strategy 'fast'; choose one of resize"):
         build_strategy("fast")
-    assert set(STRATEGIES) == {"resize", "hybrid", "gfm_hybrid", "modnet", "trimap_guided"}
+    assert set(STRATEGIES) == {
+        "resize",
+        "hybrid",
+        "gfm_hybrid",
+        "modnet",
+        "trimap_guided",
+        "basic",
+    }
 
 
 def test_trimap_guided_resize_alignment_runs_at_the_next_multiple() -> None:
