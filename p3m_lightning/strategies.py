@@ -42,8 +42,8 @@ def build_strategy(
     checkpoint stores, ``InferenceStrategy.spec``) or an already built component.
 
     Args:
-        spec: a name (``resize``, ``hybrid``, ``gfm_hybrid``, ``modnet``, ``trimap_guided``),
-            a record with the strategy's parameters, or an ``InferenceStrategy``.
+        spec: a name of ``STRATEGIES``, a record with the strategy's parameters, or an
+            ``InferenceStrategy``.
         max_side: cap on each side the network sees (``None``: the default).
 
     Raises:
