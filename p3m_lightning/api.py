@@ -35,7 +35,6 @@ from torch import nn
 
 from p3m_lightning.imageio import alpha_to_uint8, pil_to_rgb8, read_image, to_rgb8
 from p3m_lightning.inference import MAX_SIDE
-from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.models.checkpoint import load_checkpoint
 from p3m_lightning.models.registry import get_architecture
 from p3m_lightning.normalization import normalize
@@ -221,7 +220,8 @@ class Matter:
         self.inputs: tuple[str, ...] = tuple(getattr(self.model, "inputs", ("image",)))
         self._net: nn.Module | OnnxRuntimeNet = self.model
         if backend == "onnxruntime":
-            if not isinstance(self.model, P3MNet):
+            # The runtime serves networks that compute named maps on request (P3M-Net).
+            if not getattr(self.model, "selects_outputs", False):
                 raise ValueError(
                     f"backend 'onnxruntime' exports P3M-Net only; this checkpoint is "
                     f"{self.architecture}: use backend 'torch'"

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 USAGE = (
     "usage: python eval.py ckpt_path=<Lightning .ckpt or published .pth> "
     "[architecture=<method>] [data=synthetic|p3m10k] [data.root=<P3M-10k>] "
-    "[strategy=resize|hybrid|gfm_hybrid|modnet|trimap_guided] "
+    "[strategy=<name>|'{name: resize, resampling: torch}'] "
     "[save_predictions=true] [device=cpu|cuda] [precision=32|bf16]"
 )
 EXIT_USAGE = 2
@@ -84,22 +84,31 @@ def _checkpoint_path(cfg: DictConfig) -> Path:
     return ckpt_path
 
 
-def _options(cfg: DictConfig) -> tuple[str | None, str, torch.device]:
-    """The strategy name (``None``: the checkpoint's), precision and device of ``cfg``, checked.
+def _options(cfg: DictConfig) -> tuple[str | dict[str, Any] | None, str, torch.device]:
+    """The strategy (a name or ``{name: ..., <parameter>: ...}``; ``None``: the checkpoint's),
+    precision and device of ``cfg``, checked.
 
     Raises:
         EvaluationError: with the reason.
     """
     import torch
+    from omegaconf import OmegaConf
 
     from p3m_lightning.evaluation import PRECISIONS
-    from p3m_lightning.strategies import STRATEGIES
+    from p3m_lightning.strategies import build_strategy
 
     strategy = cfg.get("strategy")
-    strategy = None if strategy in (None, "", "default") else str(strategy)
-    if strategy is not None and strategy not in STRATEGIES:
-        choices = ", ".join(STRATEGIES)
-        raise EvaluationError(f"unknown strategy {strategy!r}; choose {choices}")
+    if isinstance(strategy, DictConfig):
+        strategy = OmegaConf.to_container(strategy, resolve=True)
+    elif strategy in (None, "", "default"):
+        strategy = None
+    else:
+        strategy = str(strategy)
+    if strategy is not None:
+        try:
+            build_strategy(strategy)
+        except (ValueError, TypeError) as err:
+            raise EvaluationError(f"strategy {strategy!r}: {err}") from None
     precision = str(cfg.precision)
     if precision not in PRECISIONS:
         raise EvaluationError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")

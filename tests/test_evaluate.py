@@ -166,6 +166,7 @@ def test_missing_ckpt_is_a_one_line_error(tmp_path: Path, data_root: Path, capsy
 def test_bad_options_are_reported(tmp_path: Path, data_root: Path, ckpt: Path) -> None:
     for override, message in (
         ("strategy=tiles", "unknown strategy"),
+        ("strategy={name: resize, resampling: cubic}", "resampling must be one of"),
         ("precision=16", "unknown precision"),
     ):
         cfg = compose_eval(tmp_path, tiny_data(data_root), ckpt, override)
