@@ -16,14 +16,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from p3m_lightning.inference import MAX_SIDE, InferenceStrategy, Resize, TrimapGuided
+from p3m_lightning.methods.fba.inference import FBAResize
+from p3m_lightning.methods.gca.inference import GCAPad
 from p3m_lightning.methods.gfm.inference import GFMHybrid
+from p3m_lightning.methods.indexnet.inference import IndexNetResize
 from p3m_lightning.methods.modnet.inference import MODNetResize
 from p3m_lightning.methods.p3m_net.inference import P3MHybrid
 
 __all__ = ["STRATEGIES", "InferenceStrategy", "build_strategy"]
 
 STRATEGIES: dict[str, type[InferenceStrategy]] = {
-    cls.name: cls for cls in (Resize, P3MHybrid, GFMHybrid, MODNetResize, TrimapGuided)
+    cls.name: cls
+    for cls in (
+        Resize,
+        P3MHybrid,
+        GFMHybrid,
+        MODNetResize,
+        TrimapGuided,
+        GCAPad,
+        IndexNetResize,
+        FBAResize,
+    )
 }
 """The strategies a name (in a config or a checkpoint) may ask for."""
 
@@ -35,8 +48,9 @@ def build_strategy(
     checkpoint stores, ``InferenceStrategy.spec``) or an already built component.
 
     Args:
-        spec: a name (``resize``, ``hybrid``, ``gfm_hybrid``, ``modnet``, ``trimap_guided``),
-            a record with the strategy's parameters, or an ``InferenceStrategy``.
+        spec: a name (``resize``, ``hybrid``, ``gfm_hybrid``, ``modnet``, ``trimap_guided``,
+            ``gca``, ``indexnet``, ``fba``), a record with the strategy's parameters, or an
+            ``InferenceStrategy``.
         max_side: cap on each side the network sees (``None``: the default).
 
     Raises:
