@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 USAGE = (
     "usage: python eval.py ckpt_path=<Lightning .ckpt or published .pth> "
     "[architecture=<method>] [data=synthetic|p3m10k] [data.root=<P3M-10k>] "
-    "[strategy=resize|hybrid|gfm_hybrid|modnet|trimap_guided] "
+    "[strategy=resize|hybrid|gfm_hybrid|modnet|trimap_guided|gca|indexnet|fba] "
     "[save_predictions=true] [device=cpu|cuda] [precision=32|bf16]"
 )
 EXIT_USAGE = 2
