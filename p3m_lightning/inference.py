@@ -36,6 +36,7 @@ __all__ = [
     "Resize",
     "TrimapGuided",
     "call_net",
+    "capped_inputs",
     "check_inputs",
     "check_quantize",
     "check_resampling",
@@ -287,38 +288,56 @@ class Resize(InferenceStrategy):
         return {"scale": self.scale, "resampling": self.resampling, "quantize": self.quantize}
 
 
+def capped_inputs(inputs: Mapping[str, Tensor], max_side: int) -> dict[str, Tensor]:
+    """``inputs`` resized (``resized_inputs``) so that no side exceeds ``max_side``; a copy of
+    them when none does."""
+    h, w = inputs["image"].shape[-2:]
+    if max(h, w) <= max_side:
+        return dict(inputs)
+    ratio = max_side / max(h, w)
+    return resized_inputs(inputs, (max(1, round(h * ratio)), max(1, round(w * ratio))))
+
+
 class TrimapGuided(InferenceStrategy):
     """Trimap-based methods' protocol: the whole image at full resolution, known regions from
     the trimap.
 
-    Image and trimap are brought to the network's ``input_divisor`` as the method's official
-    test script does, then the alpha is brought back and set to 0 / 1 where the trimap says
-    background / foreground:
+    Image and trimap are brought to the network's ``input_divisor``, then the alpha is brought
+    back, set to 0 / 1 where the trimap says background / foreground (``guide``) and, last,
+    quantised as the official script's PNG (``quantize``):
 
-    - ``align="pad"`` (GCA; mmagic's DIM): reflection padding on the bottom and right, the
-      alpha cropped back;
-    - ``align="resize"`` (IndexNet, FBA): each side resized up to the next multiple (image
-      bicubic, trimap nearest; FBA's script uses Lanczos for the image, which torch lacks),
-      the alpha resized back bilinearly.
+    - ``align="pad"`` (mmagic's DIM; GCA's ``GCAPad``; our choice for AlphaGAN): reflection
+      padding on the bottom and right, the alpha cropped back;
+    - ``align="resize"``: each side resized up to the next multiple (image bicubic, trimap
+      nearest), the alpha resized back bilinearly. No method's default: IndexNet's and FBA's
+      own procedures (``IndexNetResize``, ``FBAResize``) are what their scripts do.
 
     An image with a side over ``max_side`` is first run at a size capped to it (the official
     scripts have no cap; the default 1600 leaves P3M-500-P untouched).
 
     Args:
         align: ``pad`` or ``resize``.
+        quantize: ``None`` (the float alpha), ``"floor"`` or ``"round"`` (``QUANTIZE``).
         max_side: cap on each side the network sees.
     """
 
     name = "trimap_guided"
 
-    def __init__(self, align: str = "pad", max_side: int = MAX_SIDE) -> None:
+    def __init__(
+        self, align: str = "pad", quantize: str | None = None, max_side: int = MAX_SIDE
+    ) -> None:
         super().__init__(max_side)
         if align not in ("pad", "resize"):
             raise ValueError(f"align must be 'pad' or 'resize', got {align!r}")
         self.align = align
+        self.quantize = check_quantize(quantize)
 
     def params(self) -> dict[str, Any]:
-        return {"align": self.align}
+        return {"align": self.align, "quantize": self.quantize}
+
+    def guide(self, alpha: Tensor, trimap: Tensor) -> Tensor:
+        """``alpha`` with the trimap's known regions imposed (0 / 255 levels)."""
+        return trimap_guided(alpha, trimap)
 
     def __call__(self, net: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
         check_inputs(net, inputs)
@@ -326,10 +345,7 @@ class TrimapGuided(InferenceStrategy):
             raise ValueError("the trimap-guided strategy needs a trimap")
         image, trimap = inputs["image"], inputs["trimap"]
         h, w = image.shape[-2:]
-        run = dict(inputs)
-        if max(h, w) > self.max_side:
-            ratio = self.max_side / max(h, w)
-            run = resized_inputs(inputs, (max(1, round(h * ratio)), max(1, round(w * ratio))))
+        run = capped_inputs(inputs, self.max_side)
         rh, rw = run["image"].shape[-2:]
         d = input_divisor(net)
         if self.align == "resize":
@@ -345,4 +361,5 @@ class TrimapGuided(InferenceStrategy):
             alpha = call_net(net, run)["alpha"].float()[..., :rh, :rw]
         if (rh, rw) != (h, w):
             alpha = resize(alpha, (h, w))
-        return trimap_guided(alpha.clamp(0.0, 1.0), trimap.float())[0, 0]
+        alpha = self.guide(alpha.clamp(0.0, 1.0), trimap.float())
+        return quantize(alpha, self.quantize)[0, 0]

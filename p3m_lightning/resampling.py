@@ -11,14 +11,15 @@ version their ``requirements.txt`` pins, and those defaults changed between vers
   dtype first (an 8-bit photo is truncated back to 8 bits after each axis), float32 input kept
   in float32, clipped to the input's range.
 
-A modern scikit-image gives other mattes, so this module reproduces the pinned versions' rules
-instead of calling the installed one (checked against the official scripts run with the pinned
-versions: tests/test_official_procedures.py). Two details of the originals are kept on purpose:
-the Gaussian kernel is built with the C library's ``exp`` (numpy's vectorised ``exp`` differs in
-the last bit, which flips 8-bit truncations), and the bilinear blend keeps scikit-image's
-order of operations. scikit-image estimates its scale matrix by least squares, which leaves
-noise of about 1e-13 that this closed form does not have; it can decide an exact ``== 255``
-test in the original where a source coordinate is an integer (never on the pinned vectors).
+A modern scikit-image gives other mattes, so this module reproduces the pinned versions'
+rules instead of calling the installed one (checked against the official scripts run with the
+pinned versions: tests/test_official_procedures_trimap_free.py). Two details of the originals
+are kept on purpose: the Gaussian kernel is built with the C library's ``exp`` (numpy's
+vectorised ``exp`` differs in the last bit, which flips 8-bit truncations), and the bilinear
+blend keeps scikit-image's order of operations. scikit-image estimates its scale matrix by
+least squares, which leaves noise of about 1e-13 that this closed form does not have; it can
+decide an exact ``== 255`` test in the original where a source coordinate is an integer (never
+on the pinned vectors).
 """
 
 from __future__ import annotations

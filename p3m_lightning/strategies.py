@@ -17,7 +17,10 @@ from typing import Any
 
 from p3m_lightning.inference import MAX_SIDE, InferenceStrategy, Resize, TrimapGuided
 from p3m_lightning.methods.basic.inference import BASICOfficial
+from p3m_lightning.methods.fba.inference import FBAResize
+from p3m_lightning.methods.gca.inference import GCAPad
 from p3m_lightning.methods.gfm.inference import GFMHybrid
+from p3m_lightning.methods.indexnet.inference import IndexNetResize
 from p3m_lightning.methods.modnet.inference import MODNetResize
 from p3m_lightning.methods.p3m_net.inference import P3MHybrid
 
@@ -30,7 +33,17 @@ own, as evaluation always uses)."""
 
 STRATEGIES: dict[str, type[InferenceStrategy]] = {
     cls.name: cls
-    for cls in (Resize, P3MHybrid, GFMHybrid, MODNetResize, TrimapGuided, BASICOfficial)
+    for cls in (
+        Resize,
+        P3MHybrid,
+        GFMHybrid,
+        MODNetResize,
+        TrimapGuided,
+        BASICOfficial,
+        GCAPad,
+        IndexNetResize,
+        FBAResize,
+    )
 }
 """The strategies a name (in a config or a checkpoint) may ask for."""
 

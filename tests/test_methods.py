@@ -90,20 +90,25 @@ METHODS: dict[str, tuple[str, list[str], str | dict]] = {
         ["model.net.ngf=8", "model.net.n_blocks1=2", "model.net.n_blocks2=1"],
         "basic",
     ),
-    "dim": ("dim", ["model.net.width=8", "model.net.refiner_channels=8"], "trimap_guided"),
+    # mmagic's DIM rounds its 8-bit matte; the generic strategy with that quantisation.
+    "dim": (
+        "dim",
+        ["model.net.width=8", "model.net.refiner_channels=8"],
+        {"name": "trimap_guided", "quantize": "round"},
+    ),
     "alphagan": (
         "alphagan",
         ["model.net.width=8", "model.net.aspp_width=8", "model.discriminator.width=8"],
         "trimap_guided",
     ),
+    # GCA, IndexNet and FBA: their official test procedures (methods/<method>/inference.py).
     "gca": (
         "gca",
         ["model.net.encoder_layers=[1,1,1,1]", "model.net.decoder_layers=[1,1,1,1]"],
-        "trimap_guided",
+        "gca",
     ),
-    # Their official scripts resize to the network's multiple rather than pad.
-    "indexnet": ("indexnet", [], {"name": "trimap_guided", "align": "resize"}),
-    "fba": ("fba", [], {"name": "trimap_guided", "align": "resize"}),
+    "indexnet": ("indexnet", [], "indexnet"),
+    "fba": ("fba", [], "fba"),
 }
 
 

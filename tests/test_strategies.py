@@ -7,6 +7,9 @@ import torch
 from torch import nn
 
 from p3m_lightning.inference import resize
+from p3m_lightning.methods.fba.inference import FBAResize
+from p3m_lightning.methods.gca.inference import GCAPad
+from p3m_lightning.methods.indexnet.inference import IndexNetResize
 from p3m_lightning.methods.p3m_net.inference import hybrid_alpha
 from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.strategies import (
@@ -47,6 +50,21 @@ class TrimapEcho(nn.Module):
         return {"alpha": torch.full_like(trimap, 0.5), "trimap_seen": trimap}
 
 
+class RawEcho(TrimapEcho):
+    """``TrimapEcho`` with IndexNet's ``alpha_raw`` and FBA's ``from_encodings`` (alpha 0.5,
+    recording the encoded inputs' sizes)."""
+
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = super().forward(image, trimap)
+        return {**out, "alpha_raw": out["alpha"]}
+
+    def from_encodings(
+        self, image: torch.Tensor, rgb: torch.Tensor, two: torch.Tensor, clicks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.seen.append((image.shape, two.shape, clicks.shape))
+        return torch.full_like(rgb[:, :1], 0.5), rgb, rgb
+
+
 def test_resize_runs_at_half_size_rounded_to_the_divisor() -> None:
     net = MeanNet()
     image = torch.randn(1, 3, 150, 230)
@@ -61,7 +79,7 @@ def test_resize_runs_at_half_size_rounded_to_the_divisor() -> None:
 
 def test_fast_resize_is_one_half_size_pass_resized_back_for_p3m_net() -> None:
     """``resampling=torch``: torch's antialiased bilinear both ways (the official resampling
-    is pinned against the official script in tests/test_official_procedures.py)."""
+    is pinned against the official script in tests/test_official_procedures_trimap_free.py)."""
     torch.manual_seed(0)
     net = P3MNet().eval()
     image = torch.randn(1, 3, 96, 128)
@@ -113,6 +131,9 @@ def test_missing_input_and_unknown_name_are_named() -> None:
         "modnet",
         "trimap_guided",
         "basic",
+        "gca",
+        "indexnet",
+        "fba",
     }
 
 
@@ -135,5 +156,43 @@ def test_a_strategy_with_parameters_is_recorded_and_rebuilt_with_them() -> None:
     assert isinstance(rebuilt, Resize) and rebuilt.scale == 1.0 and rebuilt.max_side == 800
     aligned = build_strategy({"name": "trimap_guided", "align": "resize"})
     assert aligned.align == "resize"
-    with pytest.raises(ValueError, match=r"unknown parameters \['scale'\]; known: \['align'\]"):
+    known = r"known: \['align', 'quantize'\]"
+    with pytest.raises(ValueError, match=r"unknown parameters \['scale'\]; " + known):
         build_strategy({"name": "trimap_guided", "scale": 2})
+
+
+def test_quantisation_is_recorded_and_rebuilt() -> None:
+    # Only the parameters that differ from the defaults are recorded.
+    assert TrimapGuided(quantize="round").spec() == {"name": "trimap_guided", "quantize": "round"}
+    for cls, default in ((IndexNetResize, "floor"), (GCAPad, "floor"), (FBAResize, "round")):
+        assert cls().spec() == cls.name and cls().quantize == default
+        spec = cls(quantize=None).spec()
+        assert spec == {"name": cls.name, "quantize": None}
+        assert build_strategy(spec).quantize is None
+    with pytest.raises(ValueError, match=r"quantize must be one of \(None, 'floor', 'round'\)"):
+        build_strategy({"name": "gca", "quantize": "trunc"})
+
+
+def test_indexnet_and_fba_resize_to_the_multiple_and_cap_large_images() -> None:
+    image = torch.randn(1, 3, 100, 60)
+    trimap = torch.zeros(1, 1, 100, 60)
+    trimap[..., 40:60, :] = 128.0
+    trimap[..., 60:, :] = 255.0
+    for strategy, seen in (
+        (IndexNetResize(), (torch.Size([1, 3, 104, 64]), torch.Size([1, 1, 104, 64]))),
+        (IndexNetResize(max_side=50), (torch.Size([1, 3, 56, 32]), torch.Size([1, 1, 56, 32]))),
+        (
+            FBAResize(),
+            (torch.Size([1, 3, 104, 64]), torch.Size([1, 2, 104, 64]), torch.Size([1, 6, 104, 64])),
+        ),
+        (
+            FBAResize(max_side=50),
+            (torch.Size([1, 3, 56, 32]), torch.Size([1, 2, 56, 32]), torch.Size([1, 6, 56, 32])),
+        ),
+    ):
+        net = RawEcho()
+        alpha = strategy(net, {"image": image, "trimap": trimap})
+        assert net.seen == [seen], strategy
+        assert alpha.shape == (100, 60)
+        assert (alpha[:40] == 0).all() and (alpha[60:] == 1).all()
+        assert (alpha[40:60] * 255 - 127.5).abs().max() <= 0.5 + 1e-4  # 0.5, quantised

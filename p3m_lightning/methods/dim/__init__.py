@@ -10,6 +10,7 @@ from p3m_lightning.models.architecture import Architecture
 ARCHITECTURE = Architecture(
     "dim",
     "p3m_lightning.methods.dim.network:DIMNet",
-    "trimap_guided",
+    # mmagic pads like the generic strategy and rounds its 8-bit matte.
+    {"name": "trimap_guided", "quantize": "round"},
     description="DIM, Deep Image Matting (CVPR 2017), VGG-16, trimap-based",
 )

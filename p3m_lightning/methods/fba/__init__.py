@@ -1,6 +1,7 @@
 """FBA Matting (Forte & Pitie, 2020): network predicting alpha, F and B, loss.
 
-Modules: ``network`` (the ``nn.Module``), ``loss`` (the training objective), ``blocks``.
+Modules: ``network`` (the ``nn.Module``), ``loss`` (the training objective), ``blocks``,
+``inference`` (``fba``: the official test procedure).
 ``ARCHITECTURE`` is the method's entry of the checkpoint allow-list
 (``p3m_lightning.models.registry``): plain names and import paths, nothing is imported here.
 """
@@ -10,7 +11,7 @@ from p3m_lightning.models.architecture import Architecture
 ARCHITECTURE = Architecture(
     "fba",
     "p3m_lightning.methods.fba.network:FBANet",
-    {"name": "trimap_guided", "align": "resize"},
+    "fba",
     description="FBA Matting (2020), ResNet-50 GN+WS, trimap-based",
     not_exportable="aten::cummax (its trimap distance transform) has no ONNX operator",
 )

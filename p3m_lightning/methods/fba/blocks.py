@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from p3m_lightning.models.trimap_guided import trimap_levels
 
 __all__ = [
+    "CLICK_SIGMAS",
     "Bottleneck",
     "DilatedResNet50",
     "WSConv2d",
@@ -191,8 +192,8 @@ def distance_to_region(mask: Tensor, chunk: int = 64) -> Tensor:
     return torch.sqrt(torch.cat(out, dim=-1))
 
 
-# Gaussian widths of the official trimap encoding: 0.02, 0.08 and 0.16 of L = 320 pixels.
-_CLICK_SIGMAS = tuple(f * 320 for f in (0.02, 0.08, 0.16))
+CLICK_SIGMAS = tuple(f * 320 for f in (0.02, 0.08, 0.16))
+"""Gaussian widths of the official trimap encoding: 0.02, 0.08 and 0.16 of L = 320 pixels."""
 
 
 def trimap_distance_features(trimap: Tensor) -> Tensor:
@@ -211,6 +212,6 @@ def trimap_distance_features(trimap: Tensor) -> Tensor:
     channels = []
     for region in (background, foreground):
         d_sq = distance_to_region(region[:, 0]) ** 2
-        for sigma in _CLICK_SIGMAS:
+        for sigma in CLICK_SIGMAS:
             channels.append(torch.exp(-d_sq / (2 * sigma**2)))
     return torch.stack(channels, dim=1).to(trimap.dtype)

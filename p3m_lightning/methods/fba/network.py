@@ -164,18 +164,12 @@ class FBANet(nn.Module):
             normalised) after the official test-time trimap guidance, and ``alpha_raw``,
             ``fg_raw``, ``bg_raw``: the network's fused predictions, all in [0, 1].
         """
-        check_divisible(self, image)
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = image * std + mean
         two_chan = two_channel_trimap(trimap).to(image.dtype)
         clicks = trimap_distance_features(trimap).to(image.dtype)
-        feats = self.encoder(torch.cat([image, clicks, two_chan], dim=1))
-        out = self.decoder(feats, rgb, two_chan)
-        alpha = out[:, :1].clamp(0, 1)
-        alpha, fg, bg = fba_fusion(
-            alpha, rgb, torch.sigmoid(out[:, 1:4]), torch.sigmoid(out[:, 4:7])
-        )
+        alpha, fg, bg = self.from_encodings(image, rgb, two_chan, clicks)
         final = trimap_guided(alpha, trimap)
         return {
             "alpha": final,
@@ -185,6 +179,30 @@ class FBANet(nn.Module):
             "fg_raw": fg,
             "bg_raw": bg,
         }
+
+    def from_encodings(
+        self, image: Tensor, rgb: Tensor, two_chan: Tensor, clicks: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The network on inputs already encoded: the official model's own signature.
+
+        The official test script encodes its trimap after a Lanczos resize (soft values,
+        ``FBAResize``), which ``forward``'s encodings of a level trimap cannot express.
+
+        Args:
+            image: ``(B, 3, H, W)`` ImageNet-normalised RGB; H, W multiples of 8.
+            rgb: ``(B, 3, H, W)`` the same image, RGB in [0, 1].
+            two_chan: ``(B, 2, H, W)`` (background, foreground) trimap channels.
+            clicks: ``(B, 6, H, W)`` the trimap distance features.
+
+        Returns:
+            The fused ``(alpha, fg, bg)``: ``(B, 1, H, W)``, ``(B, 3, H, W)`` twice, in [0, 1].
+        """
+        check_divisible(self, image)
+        feats = self.encoder(torch.cat([image, clicks, two_chan], dim=1))
+        out = self.decoder(feats, rgb, two_chan)
+        return fba_fusion(
+            out[:, :1].clamp(0, 1), rgb, torch.sigmoid(out[:, 1:4]), torch.sigmoid(out[:, 4:7])
+        )
 
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture (none: the released configuration)."""

@@ -22,13 +22,44 @@ from p3m_lightning.methods.gca.blocks import (
     sn_conv,
     sn_deconv,
 )
-from p3m_lightning.models.trimap_guided import trimap_guided, trimap_levels
 
-__all__ = ["GCANet", "trimap_one_hot"]
+__all__ = ["GCANet", "trimap_classes", "trimap_guided_gca", "trimap_one_hot"]
+
+
+BACKGROUND_BELOW = 85
+"""Trimap levels under this are background for GCA (``data_generator.py`` ``ToTensor``)."""
+FOREGROUND_FROM = 170
+"""Trimap levels from this up are foreground for GCA; levels in between are unknown."""
+
+
+def trimap_classes(trimap: Tensor) -> tuple[Tensor, Tensor]:
+    """Background and foreground masks by GCA's thresholds: a level under 85 is background,
+    170 or over foreground (the official ``ToTensor``, in training and test alike).
+
+    The trimap is rounded to the nearest 8-bit level first, so float noise of a resize
+    (84.99998) stays on its side.
+
+    Args:
+        trimap: ``(B, 1, H, W)`` float in [0, 255].
+
+    Returns:
+        ``(background, foreground)``: two ``(B, 1, H, W)`` bool masks.
+    """
+    levels = torch.round(trimap)
+    return levels < BACKGROUND_BELOW, levels >= FOREGROUND_FROM
+
+
+def trimap_guided_gca(alpha: Tensor, trimap: Tensor) -> Tensor:
+    """``alpha`` set to 0 on GCA's background and 1 on its foreground (``trimap_classes``),
+    as the official ``tester.py`` does on its class map."""
+    background, foreground = trimap_classes(trimap)
+    alpha = torch.where(background, torch.zeros_like(alpha), alpha)
+    return torch.where(foreground, torch.ones_like(alpha), alpha)
 
 
 def trimap_one_hot(trimap: Tensor) -> Tensor:
-    """The official 3-channel trimap encoding: one-hot of background / unknown / foreground.
+    """The official 3-channel trimap encoding: one-hot of background / unknown / foreground
+    by GCA's thresholds (``trimap_classes``).
 
     Args:
         trimap: ``(B, 1, H, W)`` float in [0, 255].
@@ -36,7 +67,7 @@ def trimap_one_hot(trimap: Tensor) -> Tensor:
     Returns:
         ``(B, 3, H, W)`` float in {0, 1}; channel 1 is the unknown region.
     """
-    background, foreground = trimap_levels(trimap)
+    background, foreground = trimap_classes(trimap)
     unknown = ~(background | foreground)
     return torch.cat([background, unknown, foreground], dim=1).to(trimap.dtype)
 
@@ -169,10 +200,10 @@ class GCANet(nn.Module):
     """GCA-Matting on the project's contract.
 
     The trimap is encoded inside ``forward`` as the official one-hot (background, unknown,
-    foreground) and concatenated to the ImageNet-normalised image (the official normalisation).
-    The official test code imposes the trimap's known regions after the network
-    (``alpha[trimap == fg] = 1``, ``= 0`` on background); here ``forward`` does it
-    (``trimap_guided``), and also returns the raw prediction.
+    foreground by the thresholds 85 / 170, ``trimap_classes``) and concatenated to the
+    ImageNet-normalised image (the official normalisation). The official test code imposes
+    the known classes after the network (1 on foreground, 0 on background); here ``forward``
+    does it (``trimap_guided_gca``), and also returns the raw prediction.
 
     Args:
         encoder_layers: blocks per encoder stage; ``(3, 4, 4, 2)`` is the released model.
@@ -250,8 +281,9 @@ class GCANet(nn.Module):
             trimap: ``(B, 1, H, W)`` float in [0, 255].
 
         Returns:
-            ``alpha``: ``(B, 1, H, W)`` in [0, 1] with the trimap's known regions imposed;
-            ``alpha_raw``: the network's own ``(B, 1, H, W)`` prediction in [0, 1].
+            ``alpha``: ``(B, 1, H, W)`` in [0, 1] with the trimap's known classes imposed
+            (``trimap_guided_gca``); ``alpha_raw``: the network's own ``(B, 1, H, W)``
+            prediction in [0, 1].
         """
         h, w = image.shape[2:]
         if h % self.input_divisor or w % self.input_divisor:
@@ -262,7 +294,7 @@ class GCANet(nn.Module):
         x = torch.cat([image, trimap_one_hot(trimap).to(image.dtype)], dim=1)
         bottleneck, shortcuts, guidance, unknown = self.encoder(x)
         raw = self.decoder(bottleneck, shortcuts, guidance, unknown)
-        return {"alpha": trimap_guided(raw, trimap), "alpha_raw": raw}
+        return {"alpha": trimap_guided_gca(raw, trimap), "alpha_raw": raw}
 
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture: ``GCANet(**arch_config())``."""

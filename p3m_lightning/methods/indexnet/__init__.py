@@ -1,6 +1,7 @@
 """IndexNet Matting (Lu et al., ICCV 2019): network with index pooling, loss.
 
-Modules: ``network`` (the ``nn.Module``), ``loss`` (the training objective), ``blocks``.
+Modules: ``network`` (the ``nn.Module``), ``loss`` (the training objective), ``blocks``,
+``inference`` (``indexnet``: the official test procedure).
 ``ARCHITECTURE`` is the method's entry of the checkpoint allow-list
 (``p3m_lightning.models.registry``): plain names and import paths, nothing is imported here.
 """
@@ -10,6 +11,6 @@ from p3m_lightning.models.architecture import Architecture
 ARCHITECTURE = Architecture(
     "indexnet",
     "p3m_lightning.methods.indexnet.network:IndexNet",
-    {"name": "trimap_guided", "align": "resize"},
+    "indexnet",
     description="IndexNet Matting (ICCV 2019), MobileNetV2, trimap-based",
 )
