@@ -209,7 +209,7 @@ def _gallery_section(gallery: Gallery, page_dir: Path) -> str:
     out.append(
         f"<p>Images: {html.escape(gallery.choice)}. Columns: the photo ({html.escape(shown)}), "
         "the true alpha, then per model (its lowest seed) the matte predicted again from its "
-        "last checkpoint on its own test data, with the SAD and MSE it scores on the image, and "
+        "last checkpoint on its own test data, captioned with its whole-image SAD and MSE, and "
         "the error |pred - true| (inferno: black is exact).</p>"
     )
     for figure in gallery.figures:

@@ -24,6 +24,13 @@ from p3m_lightning.models.checkpoint import architecture_record
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SYNTHETIC = {"n_train": 2, "n_val": 3, "min_side": 96, "max_side": 136, "seed": 0}
 """The tiny synthetic P3M-10k of these sweeps (`p3m_lightning.data.synthetic.generate`)."""
+DEFAULT_PRIVACY = {
+    "allow_unobfuscated": False,
+    "method": "blur",
+    "on_no_face": "person",
+    "use_detector": True,
+}
+"""``conf/train.yaml``'s ``privacy``."""
 
 
 def data_config(root: Path, eval_sets: Sequence[str], synthetic: bool = True) -> dict[str, Any]:
@@ -79,9 +86,7 @@ def write_run(
     config = {
         "data": data,
         "model": {"max_side": 1600},
-        "privacy": privacy
-        or {"allow_unobfuscated": False, "method": "blur", "on_no_face": "person"}
-        | {"use_detector": True},
+        "privacy": privacy or DEFAULT_PRIVACY,
         "plugins": [],
         "seed": seed,
     }
