@@ -29,23 +29,13 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from p3m_lightning.data.privacy import ON_NO_FACE, find_face_region, obfuscate_region
+from p3m_lightning.data.privacy import ON_NO_FACE
 from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
-from p3m_lightning.normalization import denormalize
+from p3m_lightning.panels import DisplayPrivacy, error_map, gray_to_rgb, shown_photo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
-
-
-def _to_uint8_rgb(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` ImageNet-normalised tensor -> ``(H, W, 3)`` uint8 RGB."""
-    rgb = denormalize(image[None].detach().float().cpu())[0].permute(1, 2, 0).numpy()
-    return np.ascontiguousarray((rgb * np.float32(255.0) + np.float32(0.5)).astype(np.uint8))
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def _safe_name(name: str) -> str:
@@ -119,34 +109,20 @@ class ImagePanelLogger(pl.Callback):
             could not be established and ``on_no_face`` is ``skip``), and how the face region
             was found (``unobfuscated`` when privacy was waived).
         """
-        image = _to_uint8_rgb(batch["image"][0])
+        privacy = DisplayPrivacy(
+            self.allow_unobfuscated, self.obfuscation_method, self.on_no_face, self.use_detector
+        )
+        image, source = shown_photo(batch, privacy)
+        if image is None:
+            return None, source
         alpha = batch["alpha"][0, 0].detach().float().cpu().numpy()
-        source = "unobfuscated"
-        if not self.allow_unobfuscated:
-            given = batch.get("face_mask", batch.get("privacy_mask"))
-            mask = given[0, 0].cpu().numpy().astype(np.uint8) if given is not None else None
-            # Obfuscate at full resolution: detection needs the detail, and a face blurred
-            # before shrinking stays unrecognisable at any display size.
-            region = find_face_region(
-                image,
-                mask,
-                alpha_to_uint8(alpha),
-                on_no_face=self.on_no_face,
-                use_detector=self.use_detector,
-            )
-            source = region.source
-            image = obfuscate_region(image, region, self.obfuscation_method)
-            if image is None:
-                return None, source
         pred_np = pred.detach().float().cpu().numpy()
-        error = alpha_to_uint8(np.abs(pred_np - alpha))
-        error_rgb = cv2.cvtColor(cv2.applyColorMap(error, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
         panel = np.concatenate(
             [
                 image,
-                _gray_to_rgb(alpha_to_uint8(alpha)),
-                _gray_to_rgb(alpha_to_uint8(pred_np)),
-                error_rgb,
+                gray_to_rgb(alpha_to_uint8(alpha)),
+                gray_to_rgb(alpha_to_uint8(pred_np)),
+                error_map(pred_np, alpha),
             ],
             axis=1,
         )

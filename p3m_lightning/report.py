@@ -26,6 +26,10 @@ methods (P3M-Net, GFM, MODNet, SHM, LF, HATT, BASIC) fill the Table 2 layout wit
 SAD and MSE; trimap-based methods (DIM, AlphaGAN, GCA, IndexNet, FBA) a second table in the
 Table 1 layout with SAD and MSE on the trimap's unknown region only (``table1.csv``): the two
 kinds of figures are never put in one column.
+
+The command line also writes ``report/index.html`` into ``--out``: one self-contained page with
+the tables, the chart, where each figure comes from and a comparison gallery
+(``report/gallery/*.png``; `p3m_lightning.report_gallery`, `p3m_lightning.report_html`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from p3m_lightning.report_gallery import DEFAULT_HARDEST, write_gallery
+from p3m_lightning.report_html import write_html
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("B:B", "P3M-500-P"),
@@ -568,26 +575,73 @@ def write_report(root: Path, out: Path | None = None) -> dict[str, Any]:
     return {"table": table, "runs": runs, "notes": notes, "markdown": markdown}
 
 
+def _names(text: str) -> list[str]:
+    """``a,b`` -> ``["a", "b"]`` (image names of ``--images``)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m p3m_lightning.report <sweep dir> [--out DIR]``; returns the exit status."""
+    """``python -m p3m_lightning.report <sweep dir> [--out DIR] [--images A,B | --hardest N]``;
+    returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m p3m_lightning.report",
         description="Tabulate a PPT sweep of train.py (every metrics.json under DIR) as the "
-        "paper's Table 2: table.md, table.csv, runs.csv and table.png.",
+        "paper's Table 2: table.md, table.csv, runs.csv and table.png; and the page "
+        "report/index.html with a comparison gallery (report/gallery/*.png).",
     )
     parser.add_argument("dir", type=Path, help="the sweep folder (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: DIR)")
+    parser.add_argument(
+        "--images",
+        type=_names,
+        default=None,
+        metavar="NAME,NAME",
+        help="test images (file stems) shown in the gallery (default: the --hardest)",
+    )
+    parser.add_argument(
+        "--hardest",
+        type=int,
+        default=DEFAULT_HARDEST,
+        metavar="N",
+        help="gallery images per test set: the N of highest mean SAD over the runs "
+        f"(default {DEFAULT_HARDEST}; 0: no gallery)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="where the gallery's mattes are predicted (cpu, cuda)"
+    )
     args = parser.parse_args(argv)
     try:
         report = write_report(args.dir, args.out)
     except ReportError as err:
         print(f"report: {err}", file=sys.stderr)
         return EXIT_USAGE
-    for note in report["notes"]:
+    out = args.out or args.dir
+    page_dir = out / "report"
+    gallery = write_gallery(
+        args.dir,
+        report["runs"],
+        page_dir / "gallery",
+        COLUMNS,
+        images=args.images,
+        hardest=args.hardest,
+        device=args.device,
+    )
+    notes = [*report["notes"], *gallery.notes]
+    page = write_html(
+        page_dir / "index.html",
+        args.dir.resolve().name,
+        report["markdown"],
+        report["runs"],
+        args.dir,
+        [out / "table.png"],
+        gallery,
+        notes,
+    )
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(report["markdown"])
-    out = args.out or args.dir
     print(f"{len(report['runs'])} runs; wrote table.md, table.csv, runs.csv, table.png to {out}")
+    print(f"{len(gallery.figures)} gallery figure(s); the report page is {page}")
     return 0
 
 

@@ -235,7 +235,13 @@ def test_cli_writes_into_out(sweep, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert PUBLISHED_NAME in proc.stdout
     assert "skipped" in proc.stderr and "quickstart" in proc.stderr
-    assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "runs.csv", "table.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "table.md", "table.csv", "runs.csv", "table.png", "report",
+    }  # fmt: skip
+    # Fake runs have no checkpoints: the page without a gallery, and a note saying why.
+    assert [p.name for p in (out / "report").iterdir()] == ["index.html"]
+    assert "Table 2 layout" in (out / "report" / "index.html").read_text()
+    assert "none of the 9 runs has config.yaml and checkpoints/last.ckpt" in proc.stderr
 
 
 def test_cli_empty_folder_exits_2(tmp_path: Path) -> None:
