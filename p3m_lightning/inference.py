@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m_lightning.models.trimap_guided import trimap_guided
-from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+from p3m_lightning.normalization import normalize, rgb8
 from p3m_lightning.resampling import skimage_resize
 
 MAX_SIDE = 1600
@@ -47,7 +47,6 @@ __all__ = [
     "resample_photo",
     "resize",
     "resized_inputs",
-    "rgb8",
 ]
 
 RESAMPLING = ("skimage_0.14", "skimage_0.17", "torch")
@@ -58,22 +57,6 @@ bilinear on the normalised tensor (``torch``: 10x faster, not the published matt
 QUANTIZE: tuple[str | None, ...] = (None, "floor", "round")
 """How an official script turns its float matte into the 8-bit PNG its figures were computed
 from: not at all (``None``), ``(a * 255).astype(uint8)`` (``floor``) or rounded (``round``)."""
-
-
-def rgb8(image: Tensor) -> np.ndarray:
-    """The 8-bit RGB photo behind an ImageNet-normalised ``(1, 3, H, W)`` tensor.
-
-    Official test scripts resize the 8-bit photo itself; the loaders normalise
-    ``k / 255`` exactly, so rounding the inverse recovers ``k`` exactly.
-
-    Returns:
-        ``(H, W, 3)`` uint8, on the CPU.
-    """
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(3, 1, 1)
-    x = image[0].detach().to("cpu", torch.float64)
-    rgb = torch.round((x * std + mean) * 255.0).clamp(0, 255).to(torch.uint8)
-    return rgb.permute(1, 2, 0).contiguous().numpy()
 
 
 def check_resampling(resampling: str) -> str:

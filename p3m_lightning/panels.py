@@ -13,11 +13,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from p3m_lightning.data.privacy import ON_NO_FACE, find_face_region, obfuscate_region
 from p3m_lightning.imageio import alpha_to_uint8
-from p3m_lightning.normalization import denormalize
+from p3m_lightning.normalization import rgb8
 
 
 @dataclass(frozen=True)
@@ -39,12 +38,6 @@ class DisplayPrivacy:
     def __post_init__(self) -> None:
         if self.on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {self.on_no_face!r}")
-
-
-def tensor_to_rgb8(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` ImageNet-normalised tensor -> ``(H, W, 3)`` uint8 RGB."""
-    rgb = denormalize(image[None].detach().float().cpu())[0].permute(1, 2, 0).numpy()
-    return np.ascontiguousarray((rgb * np.float32(255.0) + np.float32(0.5)).astype(np.uint8))
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -83,7 +76,7 @@ def shown_photo(
     Raises:
         PrivacyError: no face region and ``on_no_face`` is ``error``.
     """
-    image = tensor_to_rgb8(batch["image"][index])
+    image = rgb8(batch["image"][index : index + 1])
     if privacy.allow_unobfuscated:
         return image, "unobfuscated"
     alpha = batch["alpha"][index, 0].detach().float().cpu().numpy()

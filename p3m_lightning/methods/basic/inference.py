@@ -18,9 +18,9 @@ import scipy.ndimage as ndi
 import torch
 from torch import Tensor, nn
 
-from p3m_lightning.inference import InferenceStrategy, check_inputs, rgb8
+from p3m_lightning.inference import InferenceStrategy, check_inputs
 from p3m_lightning.methods.basic.network import plate_segmentation
-from p3m_lightning.normalization import normalize
+from p3m_lightning.normalization import normalize, rgb8
 
 __all__ = [
     "BASICOfficial",

@@ -20,11 +20,10 @@ from p3m_lightning.inference import (
     input_divisor,
     quantize,
     resize,
-    rgb8,
 )
 from p3m_lightning.methods.fba.blocks import CLICK_SIGMAS
 from p3m_lightning.models.trimap_guided import trimap_guided
-from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
+from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD, rgb8
 
 __all__ = ["FBAResize", "fba_encodings", "wrap_to_uint8"]
 
