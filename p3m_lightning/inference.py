@@ -43,6 +43,7 @@ __all__ = [
     "input_divisor",
     "network_size",
     "quantize",
+    "resample_levels",
     "resample_map",
     "resample_photo",
     "resize",
@@ -97,6 +98,34 @@ def resample_map(x: Tensor, size: tuple[int, int], resampling: str) -> Tensor:
         return resize(x.float(), size)
     out = skimage_resize(x[0, 0].float().cpu().numpy(), size, resampling.split("_")[1])
     return torch.from_numpy(out.astype(np.float32))[None, None].to(x.device)
+
+
+def resample_levels(
+    levels: Tensor, size: tuple[int, int], resampling: str
+) -> tuple[Tensor, Tensor]:
+    """A predicted 0 / 128 / 255 trimap resized bilinearly to ``size``, as the P3M-Net and GFM
+    scripts merge it: known where the resized map is exactly 0 or 255, ``map / 255`` there.
+
+    With scikit-image resampling the comparisons are the reference's exact float64 ones; with
+    torch's, values within 1e-3 of 0 or 255 count (bilinear weights sum to 1 up to rounding).
+
+    Args:
+        levels: ``(1, 1, h, w)`` uint8 with values 0, 128 (or another level) and 255.
+        size: ``(height, width)``.
+        resampling: one of ``RESAMPLING``.
+
+    Returns:
+        ``known`` (bool) and ``levels / 255`` (float32), each ``(height, width)`` on ``levels``'
+        device.
+    """
+    if check_resampling(resampling) == "torch":
+        resized = resize(levels.float(), size)[0, 0]
+        resized = torch.where(resized > 254.999, 255.0, torch.where(resized < 0.001, 0.0, resized))
+        return (resized == 0.0) | (resized == 255.0), resized / 255.0
+    scaled = skimage_resize(levels[0, 0].cpu().numpy(), size, resampling.split("_")[1]) * 255.0
+    known = torch.from_numpy((scaled == 255.0) | (scaled == 0.0))
+    alpha = torch.from_numpy((scaled / 255.0).astype(np.float32))
+    return known.to(levels.device), alpha.to(levels.device)
 
 
 def check_quantize(mode: str | None) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,11 +22,10 @@ from p3m_lightning.inference import (
     check_resampling,
     network_size,
     quantize,
+    resample_levels,
     resample_map,
     resample_photo,
-    resize,
 )
-from p3m_lightning.resampling import skimage_resize
 
 __all__ = ["GFMHybrid", "gfm_hybrid_alpha"]
 
@@ -75,18 +73,7 @@ def gfm_hybrid_alpha(
     size = network_size(h, w, focus_ratio, max_side)
     focus = model(resample_photo(image, size, resampling))["focus"].float()
     focus = resample_map(focus, (h, w), resampling)[0, 0]
-    if resampling == "torch":
-        glance = resize(levels.float(), (h, w))[0, 0]
-        # Bilinear weights summing to 1 up to rounding: "exactly 0 or 255" within 1e-3.
-        glance = torch.where(glance > 254.999, 255.0, torch.where(glance < 0.001, 0.0, glance))
-        known = (glance == 0.0) | (glance == 255.0)
-        glance = glance / 255.0
-    else:
-        # The reference: resize(glance_uint8) * 255 in float64, exact comparisons.
-        version = resampling.split("_")[1]
-        levels_255 = skimage_resize(levels[0, 0].cpu().numpy(), (h, w), version) * 255.0
-        known = torch.from_numpy((levels_255 == 255.0) | (levels_255 == 0.0)).to(focus.device)
-        glance = torch.from_numpy((levels_255 / 255.0).astype(np.float32)).to(focus.device)
+    known, glance = resample_levels(levels, (h, w), resampling)
     if rosta == "TT":
         alpha = torch.where(known, glance, focus)
     elif rosta == "FT":

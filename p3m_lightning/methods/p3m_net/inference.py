@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,11 +22,10 @@ from p3m_lightning.inference import (
     check_resampling,
     network_size,
     quantize,
+    resample_levels,
     resample_map,
     resample_photo,
-    resize,
 )
-from p3m_lightning.resampling import skimage_resize
 
 __all__ = ["P3MHybrid", "hybrid_alpha"]
 
@@ -77,18 +75,8 @@ def hybrid_alpha(
     levels = _trimap_levels(_forward(model, image, half, "global_logits", resampling))
     full = network_size(h, w, 1.0, max_side)
     local = resample_map(_forward(model, image, full, "local", resampling), (h, w), resampling)
-    if resampling == "torch":
-        trimap = resize(levels.float(), (h, w))
-        # Bilinear weights summing to 1 up to rounding: "exactly 0 or 255" within 1e-3.
-        trimap = torch.where(trimap > 254.999, 255.0, torch.where(trimap < 0.001, 0.0, trimap))
-        known = (trimap == 0.0) | (trimap == 255.0)
-        return torch.where(known, trimap / 255.0, local)[0, 0].clamp(0.0, 1.0)
-    # The reference: resize(trimap_uint8) * 255 in float64, exact comparisons.
-    version = resampling.split("_")[1]
-    trimap = skimage_resize(levels[0, 0].cpu().numpy(), (h, w), version) * 255.0
-    known = torch.from_numpy((trimap == 255.0) | (trimap == 0.0)).to(local.device)
-    known_alpha = torch.from_numpy((trimap / 255.0).astype(np.float32)).to(local.device)
-    return torch.where(known, known_alpha, local[0, 0])
+    known, trimap_alpha = resample_levels(levels, (h, w), resampling)
+    return torch.where(known, trimap_alpha, local[0, 0]).clamp(0.0, 1.0)
 
 
 class P3MHybrid(InferenceStrategy):
