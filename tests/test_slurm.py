@@ -200,10 +200,11 @@ def test_local_launcher_sweep_requeues_and_resumes_exactly(tmp_path: Path) -> No
     assert second["resumed_from"] is None
     # Job 0 stopped at a batch's end; submitit requeued it; it started again in its own folder
     # and resumed by itself from its newest checkpoint, the step it stopped at.
-    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
-    assert "Requeued job" in log and "resuming from" in log
     resumed = first["resumed_from"]
     assert Path(resumed["checkpoint"]).parent == requeued / "checkpoints", resumed
+    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
+    assert "Requeued job" in log and "resuming from" in log
+    assert f"Restored all states from the checkpoint at {resumed['checkpoint']}" in log
     a, b = (
         torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (requeued, twin)
     )
