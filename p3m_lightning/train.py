@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from p3m_lightning.callbacks import finish_wandb
 from p3m_lightning.evaluation import write_per_image
 from p3m_lightning.plugins import import_plugins
+from p3m_lightning.requeue import requeue_on_signal, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +234,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     values, the headline model) and, with the image-panel callback,
     ``panels/`` (face-obfuscated prediction panels).
 
-    A W&B run, if any, is finished on every exit path, so multirun jobs never merge.
+    A W&B run, if any, is finished on every exit path, so multirun jobs never merge. A folder
+    that already holds ``last`` or ``interrupted`` (a requeued job, a rerun) resumes from it,
+    unless ``ckpt_path`` is set; inside a submitit job, the requeue signal first checkpoints
+    (`p3m_lightning.requeue`).
 
     Returns:
         The content of ``metrics.json``: ``after`` (the headline: test metrics of the last
         epoch), ``after_best_on_heldout`` (test metrics of the checkpoint chosen on the
-        held-out split, or None), ``before`` (the untrained model's test metrics), and the
+        held-out split, or None), ``before`` (the untrained model's test metrics),
+        ``resumed_from`` (the folder's checkpoint training resumed from, or None), and the
         recipe as run: ``init``, ``batch``, ``precision``, ``sync_batchnorm``, ``heldout``.
 
     Raises:
@@ -247,7 +252,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     relaunch_this_job_only()
     launcher_env = {name: os.environ.get(name) for name in _DDP_ENV}
     try:
-        result = _train(cfg)
+        with requeue_on_signal():
+            result = _train(cfg)
     except BaseException:
         finish_wandb(exit_code=1)
         raise
@@ -326,12 +332,17 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    # A requeued job, or a rerun in the same folder, continues from the folder's checkpoint.
+    resumed = None
+    if cfg.get("train") and not cfg.get("ckpt_path"):
+        resumed = resume_checkpoint(output_dir)
+    ckpt_path = resumed["checkpoint"] if resumed else cfg.get("ckpt_path")
     before: dict[str, float] = {}
-    if cfg.get("validate_before") and cfg.get("train") and not cfg.get("ckpt_path"):
+    if cfg.get("validate_before") and cfg.get("train") and not ckpt_path:
         log.info("Testing the untrained model")
         before = _test(trainer, model, datamodule)
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     after: dict[str, float] = {}
     per_image: list[dict[str, Any]] = []
     after_best: dict[str, float] | None = None
@@ -359,6 +370,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "sync_batchnorm": bool(cfg.trainer.get("sync_batchnorm", False)),
         "headline": "after: test sets, model of the last epoch",
         "before": before,
+        "resumed_from": resumed,
         "after": after,
         "after_best_on_heldout": after_best,
         "best_checkpoint": best,
