@@ -306,6 +306,14 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides
     )
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local" and trainer.world_size > 1:
+        # Lightning would start the other ranks by re-running submitit's job command: a hang.
+        raise ConfigError(
+            f"hydra/launcher=local runs each job as one process, and this job asks for "
+            f"{trainer.world_size} (trainer.devices x trainer.num_nodes). Use "
+            "trainer.devices=1 with the local launcher, or hydra/launcher=slurm or torchrun "
+            "for several processes."
+        )
 
     plan = batch_plan(
         int(cfg.data.batch_size),

@@ -61,3 +61,14 @@ def test_an_unreadable_checkpoint_is_skipped(tmp_path: Path, caplog) -> None:
             "global_step": 4,
         }
     assert "interrupted.ckpt" in caplog.text and "resuming from" in caplog.text
+
+
+def test_ddp_inside_the_local_launcher_is_refused_before_it_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compose_train
+) -> None:
+    from p3m_lightning.train import ConfigError, train
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    cfg = compose_train(tmp_path, ["trainer=ddp_sim", "logger=none"])
+    with pytest.raises(ConfigError, match="hydra/launcher=local runs each job as one process"):
+        train(cfg)
