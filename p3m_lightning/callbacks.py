@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from p3m_lightning.data.privacy import ON_NO_FACE
+from p3m_lightning.data.privacy import ON_NO_FACE, ON_PARTIAL
 from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
 from p3m_lightning.panels import DisplayPrivacy, error_map, gray_to_rgb, shown_photo
 
@@ -60,11 +60,14 @@ class ImagePanelLogger(pl.Callback):
         allow_unobfuscated: show the images as they are. By default each image is obfuscated
             first, failing closed (`p3m_lightning.data.privacy.find_face_region`): inside the
             batch's ``face_mask`` (or ``privacy_mask``, where the dataset obfuscated on the
-            fly) when it has one, else around the faces the detector finds, else by the
-            ``on_no_face`` fallback on the batch's true alpha; a ``skip`` writes no panel.
+            fly) when it marks a face, else around the faces the detector finds together with
+            the ``on_partial`` region, else by the ``on_no_face`` fallback on the batch's true
+            alpha; a ``skip`` writes no panel.
         obfuscation_method: ``blur``, ``mosaic`` or ``fill`` (see ``obfuscate_faces``).
         on_no_face: ``person``, ``head``, ``skip`` or ``error`` (see ``find_face_region``).
         use_detector: try the face detector before the fallback.
+        on_partial: ``person``, ``head`` or ``faces``: what is obfuscated besides the faces
+            the detector finds (see ``find_face_region``).
         output_dir: folder to write PNG panels under; None writes none.
         max_height: largest panel height in pixels, to keep logs small.
     """
@@ -76,17 +79,21 @@ class ImagePanelLogger(pl.Callback):
         obfuscation_method: str = "blur",
         on_no_face: str = "person",
         use_detector: bool = True,
+        on_partial: str = "person",
         output_dir: str | os.PathLike | None = None,
         max_height: int = 256,
     ) -> None:
         super().__init__()
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+        if on_partial not in ON_PARTIAL:
+            raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
         self.num_images = num_images
         self.allow_unobfuscated = allow_unobfuscated
         self.obfuscation_method = obfuscation_method
         self.on_no_face = on_no_face
         self.use_detector = use_detector
+        self.on_partial = on_partial
         self.sources: dict[str, str] = {}
         """``<set>/<image name>`` -> how its panel's face region was found (privacy report)."""
         self.output_dir = Path(output_dir) if output_dir is not None else None
@@ -110,7 +117,11 @@ class ImagePanelLogger(pl.Callback):
             was found (``unobfuscated`` when privacy was waived).
         """
         privacy = DisplayPrivacy(
-            self.allow_unobfuscated, self.obfuscation_method, self.on_no_face, self.use_detector
+            self.allow_unobfuscated,
+            self.obfuscation_method,
+            self.on_no_face,
+            self.use_detector,
+            self.on_partial,
         )
         image, source = shown_photo(batch, privacy)
         if image is None:

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from p3m_lightning.data.privacy import ON_NO_FACE, find_face_region, obfuscate_region
+from p3m_lightning.data.privacy import ON_NO_FACE, ON_PARTIAL, find_face_region, obfuscate_region
 from p3m_lightning.imageio import alpha_to_uint8
 from p3m_lightning.normalization import rgb8
 
@@ -28,16 +28,21 @@ class DisplayPrivacy:
         method: ``blur``, ``mosaic`` or ``fill`` (`p3m_lightning.data.privacy.obfuscate_faces`).
         on_no_face: ``person``, ``head``, ``skip`` or ``error`` (`find_face_region`).
         use_detector: try the face detector before the ``on_no_face`` fallback.
+        on_partial: what else is obfuscated when the detector finds faces (``person``,
+            ``head`` or ``faces``: a face it missed must not stay clear).
     """
 
     allow_unobfuscated: bool = False
     method: str = "blur"
     on_no_face: str = "person"
     use_detector: bool = True
+    on_partial: str = "person"
 
     def __post_init__(self) -> None:
         if self.on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {self.on_no_face!r}")
+        if self.on_partial not in ON_PARTIAL:
+            raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {self.on_partial!r}")
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -87,6 +92,7 @@ def shown_photo(
         mask,
         alpha_to_uint8(alpha),
         on_no_face=privacy.on_no_face,
+        on_partial=privacy.on_partial,
         use_detector=privacy.use_detector,
     )
     return obfuscate_region(image, region, privacy.method), region.source

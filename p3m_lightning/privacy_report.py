@@ -4,8 +4,10 @@ Datasets that obfuscate on the fly (B-training on normal portraits, ``P3M-500-NP
 ``privacy`` (``mask``, ``detector``, ``person``, ``head`` or ``skipped``) into each sample; the
 image panels record the same for every panel. `PrivacyReport` collects them per set, once per
 image, over every process, and writes ``<run>/privacy_report.json``: counts per source, the
-images handled by a fallback and the images skipped (never trained on, evaluated or written).
-The counts also go to the run's loggers as ``privacy/<set>/<source>``.
+images handled by a fallback and the images skipped (never trained on, evaluated or written),
+and, when the run pastes faces into its training images (P3M-CP), where those faces come from.
+The counts also go to the run's loggers as ``privacy/<set>/<source>``, and into the run's
+``metrics.json`` (`privacy_metrics`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,34 @@ import torch.distributed as dist
 
 from p3m_lightning.atomic import write_bytes_atomic
 from p3m_lightning.callbacks import ImagePanelLogger
-from p3m_lightning.data.privacy import SOURCES
+from p3m_lightning.data.privacy import FALLBACKS, SOURCES
 
-FALLBACKS = ("person", "head")
+
+def describe_copy_paste(datamodule: Any) -> dict[str, Any] | None:
+    """What P3M-CP pastes into the training images of ``datamodule``; None without P3M-CP.
+
+    The pasted faces are not obfuscated: that is the method (the journal P3M-Net borrows face
+    appearance from a public face set), and the report must say so.
+    """
+    copy_paste = getattr(datamodule, "copy_paste", None)
+    if copy_paste is None:
+        return None
+    source = getattr(copy_paste, "source", None)
+    layout = getattr(source, "layout", None)
+    root = getattr(source, "root", None)
+    faces = (
+        "public celebrity faces (CelebAMask-HQ)"
+        if layout == "celebamask_hq"
+        else f"the faces of the source folder {root}"
+    )
+    return {
+        "level": getattr(datamodule, "copy_paste_level", "image"),
+        "prob": getattr(copy_paste, "prob", None),
+        "source": {"layout": layout, "root": None if root is None else str(root)},
+        "note": f"P3M-CP pastes {faces}, unobfuscated (as stored there), into the face region "
+        "of training images by design: a B-trained model sees those faces. Panels show "
+        "evaluation images only, which nothing is pasted into.",
+    }
 
 
 class PrivacyReport(pl.Callback):
@@ -39,6 +66,11 @@ class PrivacyReport(pl.Callback):
         self.path = Path(output_dir) / "privacy_report.json"
         self.policy = dict(policy or {})
         self.sources: dict[str, dict[str, str]] = defaultdict(dict)
+        self.copy_paste: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Note what P3M-CP pastes, if the datamodule pastes anything."""
+        self.copy_paste = describe_copy_paste(getattr(trainer, "datamodule", None))
 
     def _record(self, set_name: str, batch: Any) -> None:
         sources, names = batch.get("privacy"), batch.get("name")
@@ -90,7 +122,8 @@ class PrivacyReport(pl.Callback):
         return sets
 
     def report(self, trainer: pl.Trainer) -> dict[str, Any]:
-        """The report's content: the policy, and per set the counts, fallbacks and skips."""
+        """The report's content: the policy, per set the counts, fallbacks and skips, and what
+        P3M-CP pastes (None without it). A collective under DDP: call it on every process."""
         sets = self._gathered()
         for callback in trainer.callbacks:
             if isinstance(callback, ImagePanelLogger) and callback.sources:
@@ -106,12 +139,23 @@ class PrivacyReport(pl.Callback):
                 "fallback": sorted(n for n, s in names.items() if s in FALLBACKS),
                 "skipped": sorted(n for n, s in names.items() if s == "skipped"),
             }
-        return {"policy": self.policy, "sets": summary}
+        return {"policy": self.policy, "sets": summary, "copy_paste": self.copy_paste}
+
+    def metrics(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """The ``privacy`` entry of ``metrics.json``: the policy, per data set (panels left out)
+        its images and how many each source obfuscated (zeros included), and P3M-CP's note."""
+        report = self.report(trainer)
+        sets = {
+            name: {"images": entry["images"], **{s: entry["counts"].get(s, 0) for s in SOURCES}}
+            for name, entry in report["sets"].items()
+            if name != "panels"
+        }
+        return {"policy": report["policy"], "sets": sets, "copy_paste": report["copy_paste"]}
 
     def write(self, trainer: pl.Trainer) -> None:
         """Write ``privacy_report.json`` and log the counts (global rank zero)."""
         report = self.report(trainer)
-        if not trainer.is_global_zero or not report["sets"]:
+        if not trainer.is_global_zero or not (report["sets"] or report["copy_paste"]):
             return
         write_bytes_atomic(self.path, (json.dumps(report, indent=2) + "\n").encode())
         metrics = {
@@ -121,3 +165,12 @@ class PrivacyReport(pl.Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def privacy_metrics(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """`PrivacyReport.metrics` of the trainer's privacy report; None if it has none. A
+    collective under DDP: call it on every process."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, PrivacyReport):
+            return callback.metrics(trainer)
+    return None

@@ -131,6 +131,7 @@ class Run:
     path: str
     method: str = "p3m_net"
     takes_trimap: bool | None = None
+    privacy: str = ""
 
     @property
     def trimap_based(self) -> bool:
@@ -205,6 +206,39 @@ def _method_order(method: str) -> tuple[int, str]:
     return (order.index(method) if method in order else len(order), method)
 
 
+PRIVACY_SOURCES = (
+    ("mask", "by face mask"),
+    ("detector", "by detector"),
+    ("person", "by the person fallback"),
+    ("head", "by the head fallback"),
+    ("skipped", "skipped"),
+)
+"""``metrics.json`` privacy counts, in the order and words of the report."""
+
+
+def privacy_text(privacy: dict[str, Any] | None) -> str:
+    """A run's ``metrics.json`` ``privacy`` entry in one line: per set obfuscated on the fly,
+    its images and how many each source obfuscated (or skipped), and the faces P3M-CP pastes.
+
+    Empty for a run that obfuscated nothing on the fly and pasted nothing.
+    """
+    if not privacy:
+        return ""
+    partial = (privacy.get("policy") or {}).get("on_partial")
+    parts = []
+    for name, counts in (privacy.get("sets") or {}).items():
+        found = [f"{counts[key]} {words}" for key, words in PRIVACY_SOURCES if counts.get(key)]
+        if partial and partial != "faces" and counts.get("detector"):
+            found = [f"{t} (+ {partial})" if t.endswith("by detector") else t for t in found]
+        parts.append(f"{name}: {counts.get('images', 0)} images, {', '.join(found) or 'none'}")
+    copy_paste = privacy.get("copy_paste")
+    if copy_paste:
+        layout = (copy_paste.get("source") or {}).get("layout")
+        faces = "public celebrity faces" if layout == "celebamask_hq" else "source-folder faces"
+        parts.append(f"P3M-CP pastes {faces} unobfuscated into training images (by design)")
+    return "; ".join(parts)
+
+
 def _method(metrics: dict[str, Any]) -> str:
     """The run's method; runs written before methods were recorded are P3M-Net."""
     return str(metrics.get("method") or "p3m_net")
@@ -273,6 +307,7 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
                 path=str(rel),
                 method=method,
                 takes_trimap=("trimap" in metrics["inputs"]) if "inputs" in metrics else None,
+                privacy=privacy_text(metrics.get("privacy")),
             )
         )
     return runs, notes
@@ -408,6 +443,7 @@ def to_markdown(table: dict[str, dict[tuple[str, str], Cell]], runs: Sequence[Ru
             *_table_lines(summarise(trimap, TRIMAP_METRICS), trimap, True),
         ]
     lines += _face_lines(runs)
+    lines += _privacy_lines(runs)
     if best:
         lines += [
             "",
@@ -446,6 +482,26 @@ def _face_lines(runs: Sequence[Run]) -> list[str]:
                 text = _fmt(mean, kind)
                 cells.append(text if std is None else f"{text} ± {_fmt(std, kind)}")
         lines.append("| " + " | ".join([model, *cells]) + " |")
+    return lines
+
+
+def _privacy_lines(runs: Sequence[Run]) -> list[str]:
+    """Beside the rows: the privacy counts of each row's sets obfuscated on the fly (the
+    on-the-fly ``P3M-500-NP-B`` is not a clean blurred twin: the detector and the fallbacks
+    decide what is blurred) and the faces P3M-CP pasted; seeds that differ get own lines."""
+    notes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for run in runs:
+        if run.privacy:
+            notes[(run.model, run.train, run.privacy)].append(str(run.seed))
+    if not notes:
+        return []
+    lines = [
+        "",
+        "Privacy of the sets obfuscated on the fly (images per source, `metrics.json`):",
+        "",
+    ]
+    for (model, train, text), seeds in sorted(notes.items()):
+        lines.append(f"- {model}, {train} training (seeds {', '.join(seeds)}): {text}")
     return lines
 
 
@@ -491,12 +547,13 @@ def _write_table_csv(
 def _write_runs_csv(path: Path, runs: Sequence[Run]) -> None:
     sets = sorted({test_set for _, test_set in COLUMNS})
     fields = ["model", "train", "seed", "init", "task_name", "path", "best_on_heldout", "method"]
+    fields.append("privacy")
     fields += [f"{s}_{m}" for s in sets for m in (*METRICS, *TRIMAP_METRICS, *FACE_METRICS)]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for run in sorted(runs, key=lambda r: (r.model, r.train, str(r.seed), r.path)):
-            row = {f: getattr(run, f) for f in fields[:8]}
+            row = {f: getattr(run, f) for f in fields[:9]}
             row.update(
                 {
                     f"{s}_{m}": run.values.get((s, m), "")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,32 @@ def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     parts: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(parts, list(rows))
     return [row for part in parts for row in part]
+
+
+@contextmanager
+def _running_statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Inside, the norm layers of ``module`` run as usual but keep their running statistics.
+
+    Their momentum is 0 (the update ``(1 - m) * running + m * batch`` leaves them) and their
+    batch counts are put back; the forward pass, and its collectives (SyncBatchNorm), are
+    unchanged. The statistics themselves are not rewritten: autograd may have saved them.
+    """
+    # _NormBase: BatchNorm, SyncBatchNorm and InstanceNorm, the layers with running statistics.
+    norms = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+    ]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, momentum, count in saved:
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(count)
 
 
 class MattingTask(pl.LightningModule):
@@ -200,11 +227,26 @@ class MattingTask(pl.LightningModule):
         """One optimisation step on a batch of training crops.
 
         Samples whose face region could not be established (``privacy == "skipped"``, see
-        ``p3m_lightning.data.privacy``) are dropped; a batch of only such samples is skipped.
+        ``p3m_lightning.data.privacy``) are dropped. A batch of only such samples is skipped in
+        one process. Under DDP every process must join the step's collectives (the gradient
+        all-reduce, SyncBatchNorm), so such a process runs the step on its skipped samples
+        (which the dataset obfuscated whole) with the loss weighted zero and the running
+        statistics of its norm layers held: its gradients are zeros, the averaged
+        gradient is the other processes' scaled by their share of processes, and nothing of
+        the skipped images stays in the model. (With SyncBatchNorm they still enter that one
+        step's batch statistics.)
         """
-        batch = drop_skipped(batch)
-        if batch is None:
+        kept = drop_skipped(batch)
+        if kept is not None:
+            return self._step(kept, 1.0)
+        if self.trainer.world_size == 1:
             return None
+        with _running_statistics_kept(self):
+            return self._step(batch, 0.0)
+
+    def _step(self, batch: dict[str, Any], weight: float) -> torch.Tensor:
+        """The training step on ``batch``, its loss (and discriminator loss) times ``weight``;
+        a zero-weighted step logs nothing."""
         inputs = self._inputs(batch)
         fcp = self.feature_copy_paste
         if (
@@ -219,26 +261,29 @@ class MattingTask(pl.LightningModule):
         else:
             out = self.net(*inputs.values())
         terms = self.loss(out, batch)
+        terms = {**terms, "loss": terms["loss"] * weight}
         if self.discriminator is not None:
-            terms = {**terms, **self._adversarial_step(terms["loss"], out, batch)}
-        self.log_dict(
-            {f"train/{k}": v.detach() for k, v in terms.items()},
-            on_step=True,
-            on_epoch=True,
-            batch_size=batch["image"].shape[0],
-        )
-        self.log("train/loss_step", terms["loss"].detach(), prog_bar=True, logger=False)
+            terms = {**terms, **self._adversarial_step(terms["loss"], out, batch, weight)}
+        if weight:
+            self.log_dict(
+                {f"train/{k}": v.detach() for k, v in terms.items()},
+                on_step=True,
+                on_epoch=True,
+                batch_size=batch["image"].shape[0],
+            )
+            self.log("train/loss_step", terms["loss"].detach(), prog_bar=True, logger=False)
         return terms["loss"]
 
     def _adversarial_step(
-        self, loss: torch.Tensor, out: Any, batch: dict[str, Any]
+        self, loss: torch.Tensor, out: Any, batch: dict[str, Any], weight: float = 1.0
     ) -> dict[str, torch.Tensor]:
-        """Generator step on ``loss``, then a discriminator step; returns ``loss_d``."""
+        """Generator step on ``loss``, then a discriminator step on ``weight`` times its loss;
+        returns ``loss_d``."""
         opt_g, opt_d = self.optimizers()
         opt_g.zero_grad()
         self.manual_backward(loss)
         opt_g.step()
-        loss_d = self.discriminator_loss(self.discriminator, out, batch)
+        loss_d = self.discriminator_loss(self.discriminator, out, batch) * weight
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from p3m_lightning.callbacks import finish_wandb
 from p3m_lightning.evaluation import write_per_image
 from p3m_lightning.plugins import import_plugins
+from p3m_lightning.privacy_report import privacy_metrics
 from p3m_lightning.requeue import requeue_on_signal, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -391,6 +392,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             if hasattr(datamodule, "trimap_sources")
             else None
         ),
+        # Per set obfuscated on the fly: images by mask, detector, fallback or skipped; and
+        # what P3M-CP pastes. Gathered over every process (a collective: every rank asks).
+        "privacy": privacy_metrics(trainer),
     }
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))

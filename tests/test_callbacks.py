@@ -73,7 +73,12 @@ def test_faces_are_obfuscated_by_default(astronaut: np.ndarray) -> None:
     assert detect_faces(shown) == []
     face_change = np.abs(shown[y : y + h, x : x + w].astype(int) - astronaut[y : y + h, x : x + w])
     assert face_change.mean() > 5.0
-    np.testing.assert_array_equal(shown[-20:], astronaut[-20:])  # far from the face
+    # The detector may have missed a face: the whole person goes too, the rest stays.
+    person = batch["alpha"][0, 0].numpy() > 0
+    assert np.abs(shown[person].astype(int) - astronaut[person]).mean() > 5.0
+    np.testing.assert_array_equal(shown[:, :40], astronaut[:, :40])  # left of the person
+    faces_only = ImagePanelLogger(on_partial="faces").build_panel(batch, pred)[0]
+    np.testing.assert_array_equal(_image_part(faces_only)[-20:], astronaut[-20:])
 
     waived = _image_part(ImagePanelLogger(allow_unobfuscated=True).build_panel(batch, pred)[0])
     assert len(detect_faces(waived)) == 1
@@ -90,6 +95,17 @@ def test_batch_face_mask_is_used(astronaut: np.ndarray) -> None:
     inside = shown[mask > 0]
     assert (inside == inside[0]).all()  # one solid colour over exactly the mask
     np.testing.assert_array_equal(shown[mask == 0], astronaut[mask == 0])
+
+
+def test_an_empty_batch_face_mask_is_not_trusted(astronaut: np.ndarray) -> None:
+    (x, y, w, h) = detect_faces(astronaut)[0]
+    batch = _batch(astronaut, np.zeros(astronaut.shape[:2], np.uint8))
+    panel, source = ImagePanelLogger().build_panel(batch, batch["alpha"][0, 0])
+    assert source == "detector"
+    shown = _image_part(panel)
+    assert detect_faces(shown) == []
+    change = np.abs(shown[y : y + h, x : x + w].astype(int) - astronaut[y : y + h, x : x + w])
+    assert change.mean() > 5.0
 
 
 class _Portraits(Dataset):

@@ -3,6 +3,7 @@ prob 0 changes nothing, and `cp=icp|fcp` train end to end on the synthetic set."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from p3m_lightning.data.copy_paste import FaceFolder, ImageCopyPaste
 from p3m_lightning.data.p3m10k import P3MTrainDataset
 from p3m_lightning.data.synthetic import generate
 from p3m_lightning.data.synthetic_faces import generate_faces
+from p3m_lightning.report import privacy_text
 from p3m_lightning.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -125,3 +127,27 @@ def test_icp_and_fcp_train_and_prob_zero_trains_identically(roots, tmp_path: Pat
     )  # fmt: skip
     train(fcp)
     assert any(not torch.equal(a[k], v) for k, v in _weights(fcp).items())
+
+
+@pytest.mark.slow
+def test_icp_run_says_it_pastes_public_faces_and_panels_show_no_training_crop(
+    roots, tmp_path: Path
+) -> None:
+    root, faces = roots
+    cfg = _cfg(tmp_path, root, faces, "cp=icp", "data.copy_paste.prob=1", "data.val_split=1")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    report = json.loads((out / "privacy_report.json").read_text())
+    note = report["copy_paste"]
+    assert note["level"] == "image" and note["prob"] == 1.0
+    assert note["source"] == {"layout": "celebamask_hq", "root": str(faces)}
+    assert "public celebrity faces" in note["note"] and "unobfuscated" in note["note"]
+    privacy = json.loads((out / "metrics.json").read_text())["privacy"]
+    assert privacy["copy_paste"] == note
+    assert "P3M-CP pastes public celebrity faces unobfuscated" in privacy_text(privacy)
+    # Panels come from the held-out images, never pasted into, each obfuscated inside its face
+    # mask (where P3M-CP would paste).
+    panels = report["sets"]["panels"]
+    assert panels["images"] >= 1 and panels["counts"] == {"mask": panels["images"]}
+    pngs = sorted((out / "panels").rglob("*.png"))
+    assert pngs and all(p.name.startswith("train-heldout_") for p in pngs)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
@@ -117,6 +119,40 @@ def test_summary_matches_the_task_test_logging(evaluated, ckpt: Path) -> None:
     assert summary["sets"]["P3M-500-P"]["sad_face"] == pytest.approx(expected, rel=1e-5)
     assert "test/P3M-500-NP/sad_face" not in logged
     assert "sad_face" not in summary["sets"]["P3M-500-NP"]
+
+
+def test_eval_py_and_the_task_leave_out_the_same_skipped_images(evaluated, ckpt, tmp_path):
+    """A set obfuscated on the fly whose face region cannot be established for one image
+    (an empty face mask, no detector, ``on_no_face=skip``): neither path scores that image."""
+    cfg, _, _ = evaluated  # the synthetic data exists
+    source = Path(cfg.data.root) / "validation" / "P3M-500-P"
+    copy = tmp_path / "P3M-500-P-clear"
+    for folder in ("original_image", "mask", "trimap", "facemask"):
+        shutil.copytree(source / folder, copy / folder)
+    blank = sorted((copy / "facemask").iterdir())[0]
+    cv2.imwrite(str(blank), np.zeros_like(cv2.imread(str(blank), cv2.IMREAD_GRAYSCALE)))
+    spec = f"{{name:P-skip,root:'{copy}',image_dir:original_image,obfuscate:true}}"
+    skipping = compose_eval(
+        tmp_path,
+        tiny_data(Path(cfg.data.root)),
+        ckpt,
+        f"data.eval_sets=[{spec}]",
+        "data.on_no_face=skip",
+        "data.use_detector=false",
+    )
+    summary = evaluate(skipping)
+    assert summary["sets"]["P-skip"]["n_images"] == N_VAL - 1
+    rows = read_rows(Path(skipping.paths.output_dir) / "per_image.csv")
+    assert blank.stem not in {r["name"] for r in rows} and len(rows) == N_VAL - 1
+    task = MattingTask(net=load_model(ckpt))
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    logged = trainer.test(task, datamodule=instantiate(skipping.data), verbose=False)[0]
+    assert sorted(r["name"] for r in task.per_image) == sorted(r["name"] for r in rows)
+    for metric in METRIC_NAMES:
+        expected = logged[f"test/P-skip/{metric}"]
+        assert summary["sets"]["P-skip"][metric] == pytest.approx(expected, rel=1e-5), metric
 
 
 def test_predictions_are_8bit_mattes_of_the_image_size(evaluated, data_root: Path) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -13,6 +18,7 @@ from p3m_lightning.methods.p3m_net.network import P3MNet
 from p3m_lightning.models.checkpoint import load_model
 from p3m_lightning.task import MattingTask
 
+REPO = Path(__file__).resolve().parents[1]
 SETS = ["P3M-500-P", "P3M-500-NP"]
 METRICS = ["sad", "mse", "mad", "sad_trimap", "mse_trimap", "mad_trimap", "sad_fg", "sad_bg"]
 METRICS += ["grad", "conn"]
@@ -181,3 +187,50 @@ def test_test_metrics_are_float32_under_bf16_mixed_training_precision(tmp_path) 
         results[precision] = first
     # bf16 would move SAD by about 1e-3 relative; fp32 evaluation gives the same figures.
     assert results["bf16-mixed"] == results["32-true"]
+
+
+@pytest.mark.slow
+def test_a_process_whose_batch_is_all_skipped_joins_ddp_with_zero_gradients(tmp_path) -> None:
+    """Two real gloo processes; at each step one of them has only ``privacy == "skipped"``.
+
+    Skipping the step there would leave the other waiting in the gradient all-reduce (Lightning
+    refuses it outright): the run must finish, both processes step alike, and the skipped
+    samples add nothing to the weights or the BatchNorm statistics.
+    """
+    script = Path(__file__).with_name("ddp_skipped_batch.py")
+    # The script imports this checkout's package (its own folder comes first on sys.path).
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        # Both processes are in the session this test started.
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail("the DDP run hung (killed after 300 s):\n" + output[-3000:])
+    assert process.returncode == 0, output[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["global_step"] for r in ranks] == [2, 2]
+    torch.manual_seed(0)  # the script's initial weights
+    start = dict(P3MNet().named_parameters())
+    moved = sum(int(not torch.equal(v, start[n])) for n, v in ranks[0]["params"].items())
+    assert moved > 0.9 * len(start), "the processes did not train"
+    reference = ranks[0]["reference"]
+    for name, value in ranks[0]["params"].items():
+        torch.testing.assert_close(ranks[1]["params"][name], value, rtol=0, atol=0)
+        # Zero gradients from the skipped batches halve the others: SGD at half the rate on
+        # samples 0 and 2.
+        torch.testing.assert_close(value, reference["params"][name])
+    # Buffers follow rank 0 (DDP broadcasts them before each forward): the skipped sample 3
+    # left rank 0's as sample 0 made them, and rank 1 added sample 2 to those.
+    for name, value in ranks[0]["buffers"].items():
+        torch.testing.assert_close(value, ranks[0]["after_sample_0"]["buffers"][name])
+        torch.testing.assert_close(ranks[1]["buffers"][name], reference["buffers"][name])

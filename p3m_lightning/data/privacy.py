@@ -264,9 +264,18 @@ def obfuscate_faces(
 ON_NO_FACE = ("person", "head", "skip", "error")
 """What to do with an image for which neither a face mask nor the detector gives a face."""
 
+ON_PARTIAL = ("person", "head", "faces")
+"""What to obfuscate besides the faces the detector finds in an image without face mask: the
+detector may have missed others (turned, occluded, small, in profile), and nothing tells how
+many faces an image holds. ``person`` and ``head`` add that fallback region of the matte (so a
+missed face inside it is covered whatever the detector did); ``faces`` trusts the detector."""
+
 SOURCES = ("mask", "detector", "person", "head", "skipped")
-"""How a face region was established: the dataset's mask, the detector, a fallback, or not at
-all (the image must not be written or used)."""
+"""How a face region was established: the dataset's mask, the detector (plus the ``on_partial``
+region), a fallback, or not at all (the image must not be written or used)."""
+
+FALLBACKS = ("person", "head")
+"""The sources that are a fallback region of the matte."""
 
 HEAD_FRACTION = 0.5
 """Share of the person's height, from the top of the silhouette, that the ``head`` fallback
@@ -331,44 +340,61 @@ def head_region(alpha: np.ndarray, fraction: float = HEAD_FRACTION) -> np.ndarra
     return head * np.uint8(255)
 
 
+def _fallback_region(kind: str, alpha: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The ``person`` or ``head`` region of ``alpha``; the whole image without a matte."""
+    if alpha is None:
+        return np.full(shape[:2], 255, np.uint8)
+    return person_region(alpha) if kind == "person" else head_region(alpha)
+
+
 def find_face_region(
     image: np.ndarray,
     face_mask: np.ndarray | None = None,
     alpha: np.ndarray | None = None,
     *,
     on_no_face: str = "person",
+    on_partial: str = "person",
     use_detector: bool = True,
 ) -> FaceRegion:
     """Decide where to obfuscate one image, failing closed.
 
-    In order: the face mask when one is given (even an empty one: the dataset says there is no
-    face); else the faces `detect_faces` finds (when ``use_detector``); else the fallback
-    ``on_no_face``: ``person`` (the whole person of ``alpha``), ``head`` (the top of the
-    person, `head_region`), ``skip`` (no region: the caller must drop the image) or ``error``.
-    Without ``alpha`` the ``person`` and ``head`` fallbacks cover the whole image.
+    In order: the face mask when one is given and marks a face (an empty mask is treated as
+    missing: a blank file is no proof that the image shows no face); else the faces
+    `detect_faces` finds (when ``use_detector``), together with the ``on_partial`` region
+    (``person`` or ``head`` of ``alpha``, which covers the faces the detector missed; ``faces``
+    adds nothing); else the fallback ``on_no_face``: ``person`` (the whole person of
+    ``alpha``), ``head`` (the top of the person, `head_region`), ``skip`` (no region: the
+    caller must drop the image) or ``error``. Without ``alpha`` the ``person`` and ``head``
+    regions are the whole image.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
         face_mask: ``(H, W)`` nonzero on faces, or None.
         alpha: ``(H, W)`` uint8 matte of the image, or None.
         on_no_face: one of `ON_NO_FACE`.
+        on_partial: one of `ON_PARTIAL`.
         use_detector: False skips the detector, so every image without a mask gets the
             fallback (the guarantee then does not depend on the detector's recall at all).
 
     Raises:
         PrivacyError: ``on_no_face="error"`` and no face region.
-        ValueError: an unknown ``on_no_face``.
+        ValueError: an unknown ``on_no_face`` or ``on_partial``.
     """
     if on_no_face not in ON_NO_FACE:
         raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+    if on_partial not in ON_PARTIAL:
+        raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
     if face_mask is not None:
-        return FaceRegion(
-            np.where(_check_mask(face_mask, image.shape), 255, 0).astype(np.uint8), "mask"
-        )
+        given = _check_mask(face_mask, image.shape)
+        if given.any():
+            return FaceRegion(np.where(given, 255, 0).astype(np.uint8), "mask")
     if use_detector:
         boxes = detect_faces(image)
         if boxes:
-            return FaceRegion(face_mask_from_boxes(image.shape, boxes), "detector")
+            region = face_mask_from_boxes(image.shape, boxes)
+            if on_partial != "faces":
+                region = np.maximum(region, _fallback_region(on_partial, alpha, image.shape))
+            return FaceRegion(region, "detector")
     if on_no_face == "error":
         raise PrivacyError(
             "no face mask and no face found; set privacy.on_no_face to person, head or skip "
@@ -376,10 +402,7 @@ def find_face_region(
         )
     if on_no_face == "skip":
         return FaceRegion(None, "skipped")
-    if alpha is None:
-        return FaceRegion(np.full(image.shape[:2], 255, np.uint8), on_no_face)
-    region = person_region(alpha) if on_no_face == "person" else head_region(alpha)
-    return FaceRegion(region, on_no_face)
+    return FaceRegion(_fallback_region(on_no_face, alpha, image.shape), on_no_face)
 
 
 def obfuscate_region(
@@ -401,18 +424,26 @@ class FaceObfuscator:
         method: ``blur``, ``mosaic`` or ``fill`` (`obfuscate_faces`).
         on_no_face: the fallback for images without face mask and detected face (`ON_NO_FACE`).
         use_detector: try the face detector before the fallback.
+        on_partial: what is obfuscated besides the detected faces (`ON_PARTIAL`).
     """
 
     def __init__(
-        self, method: str = "blur", on_no_face: str = "person", use_detector: bool = True
+        self,
+        method: str = "blur",
+        on_no_face: str = "person",
+        use_detector: bool = True,
+        on_partial: str = "person",
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+        if on_partial not in ON_PARTIAL:
+            raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
         self.method = method
         self.on_no_face = on_no_face
         self.use_detector = use_detector
+        self.on_partial = on_partial
 
     def __call__(
         self, image: np.ndarray, face_mask: np.ndarray | None, alpha: np.ndarray | None
@@ -426,7 +457,12 @@ class FaceObfuscator:
             to drop it shows no face.
         """
         region = find_face_region(
-            image, face_mask, alpha, on_no_face=self.on_no_face, use_detector=self.use_detector
+            image,
+            face_mask,
+            alpha,
+            on_no_face=self.on_no_face,
+            on_partial=self.on_partial,
+            use_detector=self.use_detector,
         )
         mask = region.mask if region.mask is not None else np.full(image.shape[:2], 255, np.uint8)
         return obfuscate_faces(image, mask, method=self.method), mask > 0, region.source

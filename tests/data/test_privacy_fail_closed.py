@@ -8,11 +8,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from skimage import data as skdata
 
-from p3m_lightning.data.p3m10k import P3MTrainDataset
+from p3m_lightning.data.p3m10k import P3MEvalDataset, P3MTrainDataset
 from p3m_lightning.data.privacy import (
     FaceObfuscator,
     PrivacyError,
+    detect_faces,
     find_face_region,
     head_region,
     person_region,
@@ -32,6 +34,66 @@ def _person_alpha(shape: tuple[int, int]) -> np.ndarray:
     alpha = np.zeros(shape, np.uint8)
     alpha[shape[0] // 4 :, shape[1] // 4 : 3 * shape[1] // 4] = 255
     return alpha
+
+
+SIDE = 256
+Box = tuple[int, int, int, int]
+
+
+def _coverage(region: np.ndarray, box: Box) -> float:
+    """Share of ``box`` (x, y, w, h) inside the nonzero ``region``."""
+    x, y, w, h = box
+    return float((region[y : y + h, x : x + w] > 0).mean())
+
+
+@pytest.fixture(scope="module")
+def two_people() -> tuple[np.ndarray, np.ndarray, Box, Box]:
+    """The astronaut beside herself turned 90 degrees: one face the detector finds, one it
+    misses. Returns the image, a matte of both people and the found and the missed face box."""
+    upright = cv2.resize(skdata.astronaut(), (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    alpha = np.zeros((SIDE, SIDE), np.uint8)
+    alpha[20:, 40:210] = 255  # roughly the astronaut, head to waist
+    image = np.concatenate([upright, np.rot90(upright)], axis=1)
+    matte = np.concatenate([alpha, np.rot90(alpha)], axis=1)
+    found = (88, 33, 46, 46)  # her face at 256 px
+    x, y, w, h = found
+    # rot90 (counter-clockwise) maps (row, col) to (SIDE - 1 - col, row); the copy is to the right.
+    missed = (SIDE + y, SIDE - x - w, h, w)
+    (detected,) = detect_faces(np.ascontiguousarray(image))
+    assert _coverage(cv2.rectangle(np.zeros(matte.shape, np.uint8), detected, 255, -1), found) > 0.9
+    return np.ascontiguousarray(image), np.ascontiguousarray(matte), found, missed
+
+
+def test_a_face_the_detector_misses_beside_one_it_finds_is_obfuscated(two_people) -> None:
+    image, alpha, found, missed = two_people
+    region = find_face_region(image, None, alpha)
+    assert region.source == "detector"
+    assert _coverage(region.mask, found) == 1.0 and _coverage(region.mask, missed) == 1.0
+    shown, changed, source = FaceObfuscator()(image, None, alpha)
+    assert source == "detector" and changed.sum() == (region.mask > 0).sum()
+    for box in (found, missed):
+        assert face_energy(shown, box) < 0.5 * face_energy(image, box)
+    # The rules that obfuscate less leave the missed face (lower in the frame) clear.
+    for rule in ("head", "faces"):
+        partial = find_face_region(image, None, alpha, on_partial=rule)
+        assert _coverage(partial.mask, found) == 1.0, rule
+        assert _coverage(partial.mask, missed) < 0.5, rule
+    with pytest.raises(ValueError, match="on_partial"):
+        find_face_region(image, None, alpha, on_partial="maybe")
+    with pytest.raises(ValueError, match="on_partial"):
+        FaceObfuscator(on_partial="maybe")
+
+
+def test_an_empty_face_mask_is_treated_as_missing(two_people) -> None:
+    image, alpha, found, _ = two_people
+    empty = np.zeros(alpha.shape, np.uint8)
+    region = find_face_region(image, empty, alpha)
+    assert region.source == "detector" and _coverage(region.mask, found) == 1.0
+    without = find_face_region(image, empty, alpha, use_detector=False)
+    assert without.source == "person"
+    np.testing.assert_array_equal(without.mask, person_region(alpha))
+    skipped = find_face_region(image, empty, alpha, on_no_face="skip", use_detector=False)
+    assert skipped.source == "skipped" and skipped.mask is None
 
 
 def test_region_sources_in_order() -> None:
@@ -168,3 +230,31 @@ def test_skipped_samples_are_obfuscated_whole_and_dropped_by_the_task(normal_roo
     mixed = dict(batch, privacy=["mask", "skipped"])
     kept = drop_skipped(mixed)
     assert kept["image"].shape[0] == 1 and kept["name"] == [samples[0]["name"]]
+
+
+def test_empty_face_mask_files_are_obfuscated_in_training_and_evaluation(normal_root, tmp_path):
+    root, portraits = normal_root
+    copy = tmp_path / "blank"
+    for folder in ("original_image", "mask", "facemask", "fg", "bg"):
+        (copy / "train" / folder).mkdir(parents=True)
+        for path in (root / "train" / folder).iterdir():
+            (copy / "train" / folder / path.name).write_bytes(path.read_bytes())
+    # A blank mask file, as a failed export or a careless annotation leaves it.
+    cv2.imwrite(str(copy / "train" / "facemask" / "p_0.png"), np.zeros((128, 128), np.uint8))
+    box = cv2.boundingRect((portraits[0].face_mask > 0).astype(np.uint8))
+    clear = face_energy(portraits[0].image, box)
+    for use_detector, expected in ((True, {"detector", "person"}), (False, {"person"})):
+        obfuscator = FaceObfuscator(use_detector=use_detector)
+        dataset = P3MTrainDataset(
+            copy, "original_image", transform=_identity(), obfuscate=obfuscator, verify="quick"
+        )
+        assert dataset[0]["privacy"] in expected
+        assert face_energy(_rgb(dataset[0]["image"]), box) < 0.5 * clear
+        assert dataset[1]["privacy"] == "mask"
+        evaluation = P3MEvalDataset(
+            copy / "train", "original_image", obfuscate=obfuscator, verify="quick"
+        )
+        sample = evaluation[0]
+        assert sample["privacy"] in expected
+        assert (sample["privacy_mask"][0].numpy()[portraits[0].face_mask > 0] > 0).all()
+        assert face_energy(_rgb(sample["image"]), box) < 0.5 * clear
