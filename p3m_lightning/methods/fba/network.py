@@ -115,7 +115,7 @@ class FBANet(nn.Module):
     ``fba_fusion`` step, all as in the official network. The official test script then sets
     alpha to 0 / 1 on the trimap's background / foreground, and F (B) to the image where
     alpha is 1 (0); ``forward`` does the same for ``alpha``, ``fg``, ``bg`` and also returns
-    the network's own maps (``*_raw``) for the loss.
+    the decoder's maps before the fusion (``*_raw``) for the loss.
 
     Args:
         pretrained_path: optional local ImageNet ResNet-50 (GN + WS) state dict with
@@ -161,8 +161,9 @@ class FBANet(nn.Module):
 
         Returns:
             ``alpha`` ``(B, 1, H, W)``, ``fg`` and ``bg`` ``(B, 3, H, W)`` (RGB in [0, 1], not
-            normalised) after the official test-time trimap guidance, and ``alpha_raw``,
-            ``fg_raw``, ``bg_raw``: the network's fused predictions, all in [0, 1].
+            normalised) after the fusion and the official test-time trimap guidance, and
+            ``alpha_raw``, ``fg_raw``, ``bg_raw``: the decoder's maps before the fusion
+            (alpha clipped, F and B sigmoids), all in [0, 1], which the loss supervises.
         """
         check_divisible(self, image)
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -172,18 +173,19 @@ class FBANet(nn.Module):
         clicks = trimap_distance_features(trimap).to(image.dtype)
         feats = self.encoder(torch.cat([image, clicks, two_chan], dim=1))
         out = self.decoder(feats, rgb, two_chan)
-        alpha = out[:, :1].clamp(0, 1)
-        alpha, fg, bg = fba_fusion(
-            alpha, rgb, torch.sigmoid(out[:, 1:4]), torch.sigmoid(out[:, 4:7])
-        )
+        # The maps the loss supervises: before the fusion, which is inference-only
+        # (maintainer, MarcoForte/FBA_Matting issue #38).
+        alpha_raw = out[:, :1].clamp(0, 1)
+        fg_raw, bg_raw = torch.sigmoid(out[:, 1:4]), torch.sigmoid(out[:, 4:7])
+        alpha, fg, bg = fba_fusion(alpha_raw, rgb, fg_raw, bg_raw)
         final = trimap_guided(alpha, trimap)
         return {
             "alpha": final,
             "fg": torch.where(final == 1, rgb, fg),
             "bg": torch.where(final == 0, rgb, bg),
-            "alpha_raw": alpha,
-            "fg_raw": fg,
-            "bg_raw": bg,
+            "alpha_raw": alpha_raw,
+            "fg_raw": fg_raw,
+            "bg_raw": bg_raw,
         }
 
     def arch_config(self) -> dict[str, Any]:
