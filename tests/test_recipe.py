@@ -220,3 +220,21 @@ def test_gca_recipe_schedule_matches_the_official_loop(tmp_path: Path) -> None:
             expected = lr * (1 + math.cos(math.pi * (step - warmup + 1) / (total - warmup))) / 2
         assert rate == pytest.approx(expected, rel=1e-6, abs=1e-12), step
     assert rates[102_499] == pytest.approx(lr / 2, rel=1e-6)
+
+
+def _docs_page(model: str) -> Path:
+    root = CONF.parent / "docs"
+    if model.startswith("p3m_vitae") or model.startswith("p3m_swin"):
+        return root / "methods" / "p3m_journal.md"
+    if model in ("p3m_r34", "p3m_timm"):
+        return root / "p3m-net.md"
+    return root / "methods" / f"{model.split('_')[0]}.md"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_docs_show_every_recipe_source(tmp_path: Path, model: str) -> None:
+    """Each source of the recipe appears, verbatim, in the method's docs page (its table)."""
+    cfg = compose_cfg(tmp_path, [f"model={model}", "experiment=ppt_b", "data.root=/nowhere"])
+    page = _docs_page(model).read_text()
+    missing = [key for key, source in cfg.recipe.sources.items() if source not in page]
+    assert not missing, f"{_docs_page(model)} lacks the sources of {missing}"
