@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -23,6 +23,8 @@ from p3m_lightning.models.registry import architecture_of
 from p3m_lightning.strategies import InferenceStrategy, build_strategy
 
 DEFAULT_EVAL_SET = "val"
+GRADIENT_CLIPPING_KEY = "gradient_clipping"
+"""Checkpoint key of the gradient clipping's state (``MattingTask(gradient_clipping=...)``)."""
 
 
 def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -80,7 +82,16 @@ class MattingTask(pl.LightningModule):
             in ``state_dict`` under ``net.``).
         loss: the objective; default ``P3MLoss()`` with the published weights.
         optimizer: a partial optimiser taking parameter groups (default Adam, lr 1e-5).
-        scheduler: an optional partial LR scheduler taking the optimiser (stepped per epoch).
+        scheduler: an optional partial LR scheduler taking the optimiser.
+        scheduler_interval: ``"epoch"`` steps the scheduler after every epoch, ``"step"``
+            after every optimiser step (per-step warm-up and decay, e.g. GCA's; a scheduler
+            then counts optimiser steps, so its milestones and lengths are in steps).
+        gradient_clipping: clips the gradients after each backward pass: a callable taking
+            the optimiser's parameters and returning their total norm before clipping, e.g.
+            GCA's `p3m_lightning.methods.gca.clipping.MovingMaxClipping` or a fixed norm,
+            ``partial(torch.nn.utils.clip_grad_norm_, max_norm=1.0)``. The norm is logged as
+            ``train/grad_norm``; a ``state_dict`` it has is kept in checkpoints. Leave the
+            trainer's ``gradient_clip_val`` unset with it (one way to clip).
         encoder_lr: learning rate of a parameter group named ``encoder`` (the network's
             ``param_groups``); ``None`` uses the optimiser's.
         strategy: the inference strategy: a name of ``p3m_lightning.strategies.STRATEGIES``
@@ -111,6 +122,8 @@ class MattingTask(pl.LightningModule):
         loss: nn.Module | None = None,
         optimizer: Callable[[Iterable[dict[str, Any]]], torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        gradient_clipping: Callable[[list[nn.Parameter]], torch.Tensor] | None = None,
         encoder_lr: float | None = None,
         strategy: str | InferenceStrategy = "resize",
         max_side: int = MAX_SIDE,
@@ -131,6 +144,7 @@ class MattingTask(pl.LightningModule):
                 "loss",
                 "optimizer",
                 "scheduler",
+                "gradient_clipping",
                 "feature_copy_paste",
                 "strategy",
                 "discriminator",
@@ -141,6 +155,10 @@ class MattingTask(pl.LightningModule):
                 "freeze",
             ]
         )
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
         self.strategy = build_strategy(strategy, max_side)
         self.hparams["strategy"] = self.strategy.spec()
         self.feature_copy_paste = feature_copy_paste
@@ -157,6 +175,7 @@ class MattingTask(pl.LightningModule):
         self.loss = loss if loss is not None else P3MLoss()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-5)
         self.scheduler_factory = scheduler
+        self.gradient_clipping = gradient_clipping
         self.discriminator = discriminator
         self.discriminator_loss = discriminator_loss
         self.discriminator_optimizer = discriminator_optimizer or self.optimizer_factory
@@ -282,21 +301,53 @@ class MattingTask(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         opt_g.zero_grad()
         self.manual_backward(loss)
+        if self.gradient_clipping is not None:
+            self._clip(opt_g)
         opt_g.step()
+        if self.hparams.scheduler_interval == "step":
+            self._step_schedulers()
         loss_d = self.discriminator_loss(self.discriminator, out, batch) * weight
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
         return {"loss_d": loss_d}
 
-    def on_train_epoch_end(self) -> None:
-        """With manual optimisation, step the (per-epoch) schedulers here."""
-        if self.automatic_optimization:
-            return
+    def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:
                 scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        """With manual optimisation, step per-epoch schedulers here (per-step ones are
+        stepped after each generator step)."""
+        if not self.automatic_optimization and self.hparams.scheduler_interval == "epoch":
+            self._step_schedulers()
+
+    def _clip(self, optimizer: torch.optim.Optimizer) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = self.gradient_clipping(params)
+        self.log("train/grad_norm", norm.detach(), on_step=True, on_epoch=False, logger=True)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip with ``gradient_clipping`` when given, else as the trainer says."""
+        if self.gradient_clipping is None:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        if gradient_clip_val:
+            raise ValueError(
+                f"model.gradient_clipping ({self.gradient_clipping!r}) and "
+                f"trainer.gradient_clip_val ({gradient_clip_val}) both clip the gradients; "
+                "set trainer.gradient_clip_val=null or model.gradient_clipping=null"
+            )
+        self._clip(optimizer)
 
     def _evaluate(
         self, stage: str, metrics: nn.ModuleDict, batch: dict[str, Any], dataloader_idx: int
@@ -381,17 +432,27 @@ class MattingTask(pl.LightningModule):
             )
             if self.scheduler_factory is None:
                 return [optimizer, critic]
+            # Stepped by the task itself (manual optimisation), per epoch or per step.
             return [optimizer, critic], [self.scheduler_factory(optimizer)]
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the architecture so ``load_model`` rebuilds the network from the file alone."""
+        """Store the architecture so ``load_model`` rebuilds the network from the file alone,
+        and the gradient clipping's state (GCA's moving maximum) for an exact resume."""
         checkpoint[ARCHITECTURE_KEY] = architecture_record(
             self.net, self.strategy.spec(), bool(self.hparams.channels_last)
         )
+        if hasattr(self.gradient_clipping, "state_dict"):
+            checkpoint[GRADIENT_CLIPPING_KEY] = self.gradient_clipping.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the gradient clipping's state saved by `on_save_checkpoint`."""
+        state = checkpoint.get(GRADIENT_CLIPPING_KEY)
+        if state is not None and hasattr(self.gradient_clipping, "load_state_dict"):
+            self.gradient_clipping.load_state_dict(state)

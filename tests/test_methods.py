@@ -82,6 +82,7 @@ METHODS: dict[str, tuple[str, list[str], str | dict]] = {
             "model.net.aspp_width=8",
             "model.net.low_width=8",
             "model.net.decoder_width=8",
+            "model.discriminator.width=8",
         ],
         "resize",
     ),
@@ -235,8 +236,10 @@ def test_a_method_recipe_without_imagenet_weights_stops(tmp_path: Path, compose_
         tmp_path, ["model=gfm", "experiment=ppt_b", "model.net.pretrained_path=/w/r34.pth"]
     )
     assert check_recipe(cfg) == "imagenet:/w/r34.pth"
-    # The method's recipe reaches the trainer and the data: GFM's batch 32 and 500 epochs.
-    assert (cfg.data.batch_size, cfg.trainer.max_epochs) == (32, 500)
+    # The method's recipe reaches the trainer and the data: GFM's batch 32 and its 500 AM-2k
+    # epochs as the same 28,500 optimiser steps, its own transform at 320.
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.trainer.max_steps) == (32, None, 28500)
+    assert cfg.data.transform._target_.endswith("GFMTrainTransform") and cfg.data.train_size == 320
 
 
 def _state(path: Path, prefix: str) -> dict[str, torch.Tensor]:

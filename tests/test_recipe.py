@@ -4,6 +4,8 @@ model selection on a held-out split only."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,85 @@ def test_best_checkpoint_is_chosen_on_the_held_out_split_only(tmp_path: Path) ->
     assert "val/P3M-500-P/sad" not in logged  # test sets are never validation sets
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["heldout"] == result["heldout"]
+
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+EQUIVALENCES = {"iterations", "epochs", "our choice"}
+# A source is an official file and line at a commit, the paper, a maintainer's statement in an
+# issue, P3M-Net's transform, or our choice with its reason.
+SOURCE = re.compile(
+    r"@[0-9a-f]{7}\b|^paper|issue #\d+|^P3M-Net's transform|^our choice: \w|^(epochs|iterations)\b"
+)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_recipe_value_and_the_strategy_carry_a_source(tmp_path: Path, model: str) -> None:
+    cfg = compose_cfg(tmp_path, [f"model={model}", "experiment=ppt_b", "data.root=/nowhere"])
+    recipe = cfg.recipe
+    sources = dict(recipe.sources)
+    assert recipe.equivalence in EQUIVALENCES
+    wanted = {"optimizer", "batch_size", "equivalence", "transform", "train_size", "loss"}
+    wanted |= {"init", "strategy", "checkpoint"}
+    if recipe.get("max_steps"):
+        # A recipe in steps leaves the epochs open, and the trainer gets the steps.
+        assert recipe.max_epochs is None and cfg.trainer.max_epochs is None
+        assert cfg.trainer.max_steps == recipe.max_steps
+        wanted.add("max_steps")
+    else:
+        assert cfg.trainer.max_epochs == recipe.max_epochs and cfg.trainer.max_steps == -1
+        wanted.add("max_epochs")
+    if cfg.model.get("scheduler"):
+        wanted.add("scheduler")
+    if cfg.model.get("gradient_clipping"):
+        wanted.add("gradient_clipping")
+    assert wanted <= sources.keys(), wanted - sources.keys()
+    assert cfg.data.batch_size == recipe.batch_size
+    unsourced = {k: v for k, v in sources.items() if not SOURCE.search(v)}
+    assert not unsourced
+    # The transform the recipe names is the one the data module gets.
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        named = compose("train", overrides=[f"data/transform={recipe.transform}"])
+    assert cfg.data.transform._target_ == named.data.transform._target_
+
+
+def test_gca_recipe_schedule_matches_the_official_loop(tmp_path: Path) -> None:
+    """trainer.py:164-170: lr x (s + 1) / 5000 while warming up, then cosine per step to 0 at
+    step 200,000; stepped per optimiser step, with the moving-max clipping."""
+    cfg = compose_cfg(tmp_path, ["model=gca", "experiment=ppt_b"])
+    assert cfg.model.scheduler_interval == "step"
+    assert cfg.model.gradient_clipping._target_.endswith("MovingMaxClipping")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.model.optimizer.lr)
+    scheduler = instantiate(cfg.model.scheduler)(optimizer)
+    lr, warmup, total = 4e-4, 5000, 200_000
+    checked = {0, 1, 4998, 4999, 5000, 5001, 102_499, 150_000, 199_999}
+    rates = {}
+    for step in range(total):
+        if step in checked:
+            rates[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    for step, rate in rates.items():
+        if step < warmup:
+            expected = lr * (step + 1) / warmup
+        else:
+            expected = lr * (1 + math.cos(math.pi * (step - warmup + 1) / (total - warmup))) / 2
+        assert rate == pytest.approx(expected, rel=1e-6, abs=1e-12), step
+    assert rates[102_499] == pytest.approx(lr / 2, rel=1e-6)
+
+
+def _docs_page(model: str) -> Path:
+    root = CONF.parent / "docs"
+    if model.startswith("p3m_vitae") or model.startswith("p3m_swin"):
+        return root / "methods" / "p3m_journal.md"
+    if model in ("p3m_r34", "p3m_timm"):
+        return root / "p3m-net.md"
+    return root / "methods" / f"{model.split('_')[0]}.md"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_docs_show_every_recipe_source(tmp_path: Path, model: str) -> None:
+    """Each source of the recipe appears, verbatim, in the method's docs page (its table)."""
+    cfg = compose_cfg(tmp_path, [f"model={model}", "experiment=ppt_b", "data.root=/nowhere"])
+    page = _docs_page(model).read_text()
+    missing = [key for key, source in cfg.recipe.sources.items() if source not in page]
+    assert not missing, f"{_docs_page(model)} lacks the sources of {missing}"

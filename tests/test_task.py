@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -234,3 +235,155 @@ def test_a_process_whose_batch_is_all_skipped_joins_ddp_with_zero_gradients(tmp_
     for name, value in ranks[0]["buffers"].items():
         torch.testing.assert_close(value, ranks[0]["after_sample_0"]["buffers"][name])
         torch.testing.assert_close(ranks[1]["buffers"][name], reference["buffers"][name])
+
+
+def _small_task(**kwargs) -> MattingTask:
+    """A fast registered network (MODNet at reduced widths) for the optimisation tests."""
+    from p3m_lightning.methods.modnet.loss import MODNetLoss
+    from p3m_lightning.methods.modnet.network import MODNet
+
+    return MattingTask(MODNet(hr_channels=8, width_mult=0.25), loss=MODNetLoss(), **kwargs)
+
+
+def _warmup_cosine(warmup: int, total: int):
+    """GCA's schedule shape on a small scale: linear warm-up, then cosine to 0 at ``total``."""
+    from p3m_lightning.schedules import sequential
+
+    return partial(
+        sequential,
+        schedulers=[
+            partial(
+                torch.optim.lr_scheduler.LinearLR, start_factor=1 / warmup, total_iters=warmup - 1
+            ),
+            partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=total - warmup),
+        ],
+        milestones=[warmup - 1],
+    )
+
+
+def _official_gca_lr(step: int, lr: float, warmup: int, total: int) -> float:
+    """GCA's trainer.py:164-170: lr x (s + 1) / W while warming up, then cosine per step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (1 + math.cos(math.pi * (step - warmup + 1) / (total - warmup))) / 2
+
+
+class _LearningRates(pl.Callback):
+    """The generator's learning rate at each training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_per_step_scheduler_follows_the_official_warmup_and_cosine(tmp_path) -> None:
+    # Two batches per epoch: a per-epoch scheduler would hold each rate for two steps.
+    lr, warmup, total = 1e-3, 3, 7
+    task = _small_task(
+        optimizer=partial(torch.optim.Adam, lr=lr),
+        scheduler=_warmup_cosine(warmup, total),
+        scheduler_interval="step",
+    )
+    rates = _LearningRates()
+    trainer = _trainer(tmp_path, max_steps=total, callbacks=[rates], limit_val_batches=0)
+    trainer.fit(task, datamodule=_TinyData())
+    expected = [_official_gca_lr(s, lr, warmup, total) for s in range(total)]
+    assert rates.seen == pytest.approx(expected, rel=1e-12, abs=1e-18)
+    assert expected[:4] == pytest.approx([lr / 3, 2 * lr / 3, lr, lr * (2 + 2**0.5) / 4])
+
+
+def test_per_step_scheduler_with_manual_optimisation(tmp_path) -> None:
+    from p3m_lightning.methods.alphagan.loss import AlphaGANLoss, discriminator_loss
+    from p3m_lightning.methods.alphagan.network import AlphaGANGenerator
+    from p3m_lightning.models.layers import PatchDiscriminator
+
+    lr, warmup, total = 1e-3, 2, 5
+    task = MattingTask(
+        AlphaGANGenerator(width=8, aspp_width=8),
+        loss=AlphaGANLoss(),
+        optimizer=partial(torch.optim.Adam, lr=lr),
+        scheduler=_warmup_cosine(warmup, total),
+        scheduler_interval="step",
+        discriminator=PatchDiscriminator(width=8),
+        discriminator_loss=discriminator_loss,
+        strategy="trimap_guided",
+    )
+    rates = _LearningRates()
+    # Manual optimisation counts both optimisers' steps: 5 batches = 10 steps.
+    trainer = _trainer(tmp_path, max_steps=2 * total, callbacks=[rates], limit_val_batches=0)
+    trainer.fit(task, datamodule=_TinyData())
+    expected = [_official_gca_lr(s, lr, warmup, total) for s in range(total)]
+    assert rates.seen == pytest.approx(expected, rel=1e-12, abs=1e-18)
+
+
+def test_scheduler_interval_is_checked() -> None:
+    with pytest.raises(ValueError, match="scheduler_interval must be 'epoch' or 'step'"):
+        _small_task(scheduler_interval="batch")
+
+
+def _norm(grads: list[torch.Tensor]) -> float:
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )
+
+
+class _GradientNorms(pl.Callback):
+    """The gradient norm of each step before clipping, and the one the optimiser steps with."""
+
+    def __init__(self) -> None:
+        self.before: list[float] = []
+        self.after: list[float] = []
+
+    @staticmethod
+    def _grads(optimizer) -> list[torch.Tensor]:
+        return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.before.append(_norm(self._grads(optimizer)))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # The closure runs inside optimizer.step: after it, the gradients are the clipped ones.
+        self.after.append(_norm(self._grads(trainer.optimizers[0])))
+
+
+def test_moving_max_clipping_through_the_trainer(tmp_path) -> None:
+    from p3m_lightning.methods.gca.clipping import MovingMaxClipping
+
+    # factor 0.1: every step after the first clips (at a tenth of the moving maximum).
+    clipping = MovingMaxClipping(factor=0.1, momentum=0.9)
+    task = _small_task(optimizer=partial(torch.optim.Adam, lr=1e-4), gradient_clipping=clipping)
+    norms = _GradientNorms()
+    trainer = _trainer(tmp_path, max_steps=3, callbacks=[norms], limit_val_batches=0)
+    trainer.fit(task, datamodule=_TinyData())
+    u1, u2, u3 = norms.before
+    m1 = u1
+    m2 = 0.9 * m1 + 0.1 * u2
+    assert norms.after == pytest.approx([u1, min(u2, 0.1 * m1), min(u3, 0.1 * m2)], rel=1e-4)
+    assert u2 > 0.1 * m1 and u3 > 0.1 * m2  # so both later steps did clip
+    assert clipping.state_dict()["moving_max"] == pytest.approx(0.9 * m2 + 0.1 * u3, rel=1e-5)
+    assert float(trainer.callback_metrics["train/grad_norm"]) == pytest.approx(u3, rel=1e-5)
+    # The moving maximum travels with the checkpoint (exact resume).
+    path = tmp_path / "clip.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["gradient_clipping"]
+    assert saved == clipping.state_dict()
+    resumed = MovingMaxClipping()
+    _small_task(gradient_clipping=resumed).on_load_checkpoint({"gradient_clipping": saved})
+    assert resumed.state_dict() == saved
+
+
+def test_a_fixed_norm_clips_through_the_same_hook(tmp_path) -> None:
+    task = _small_task(
+        optimizer=partial(torch.optim.Adam, lr=1e-4),
+        gradient_clipping=partial(torch.nn.utils.clip_grad_norm_, max_norm=1e-3),
+    )
+    norms = _GradientNorms()
+    trainer = _trainer(tmp_path, max_steps=2, callbacks=[norms], limit_val_batches=0)
+    trainer.fit(task, datamodule=_TinyData())
+    assert min(norms.before) > 1e-2
+    assert norms.after == pytest.approx([1e-3, 1e-3], rel=1e-4)
+    both = _trainer(tmp_path, max_steps=1, gradient_clip_val=1.0, limit_val_batches=0)
+    with pytest.raises(ValueError, match="set trainer.gradient_clip_val=null"):
+        both.fit(task, datamodule=_TinyData())

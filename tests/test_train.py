@@ -64,9 +64,12 @@ def assert_equals_single_process_test(result: dict, single: DictConfig) -> None:
     task = instantiate(single.model)
     task.net.load_state_dict(load_model(result["last_checkpoint"]).state_dict())
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    metrics: dict[str, float] = {}
-    for per_set in trainer.test(task, datamodule=instantiate(single.data), verbose=False):
-        metrics.update(per_set)
+    trainer.test(task, datamodule=instantiate(single.data), verbose=False)
+    metrics = {
+        f"test/{name}/{key}": value
+        for name, values in task.results["test"].items()
+        for key, value in values.items()
+    }
     assert metrics.keys() == result["after"].keys()
     for key, value in metrics.items():
         assert result["after"][key] == pytest.approx(value, rel=1e-5), key

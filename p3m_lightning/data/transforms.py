@@ -7,7 +7,11 @@ without a dataset. One training sample goes through::
     -> crop -> horizontal flip -> bilinear resize of every map (trimap included) to size x size
 
 `P3MTrainTransform` returns uint8 maps; `to_tensor_sample` normalises them into the training
-batch vocabulary. Optional extra augmentations (`Augmentation`, albumentations) run after the
+batch vocabulary. The other methods' own training augmentations (``data/transform=<method>``)
+live in their method folders (``p3m_lightning/methods/<method>/transform.py``) and keep the
+same call and the same uint8 maps, checked by `check_sample`.
+
+Optional extra augmentations (`Augmentation`, albumentations) run after the
 published steps; without them the transform is exactly the published one. All randomness comes
 from the ``numpy.random.Generator`` passed in, so a sample is a pure function of its inputs and
 the generator's seed.
@@ -36,6 +40,36 @@ _NORMALISE_LUT = np.ascontiguousarray(
 )
 
 MAP_KEYS = ("image", "alpha", "trimap", "fg", "bg")
+
+
+def check_sample(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    fg: np.ndarray,
+    bg: np.ndarray,
+    extra: Mapping[str, np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    """Check one training sample's maps and return its ``extra`` maps as a dict.
+
+    Args:
+        image, fg, bg: (H, W, 3) uint8 RGB.
+        alpha: (H, W) uint8.
+        extra: More maps of the same height and width, or None.
+
+    Raises:
+        ValueError: a map of another shape.
+    """
+    h, w = alpha.shape[:2]
+    if alpha.ndim != 2 or any(a.shape != (h, w, 3) for a in (image, fg, bg)):
+        raise ValueError(
+            "image, fg and bg must be HxWx3 and alpha HxW of the same size, got "
+            f"{image.shape}, {fg.shape}, {bg.shape} and {alpha.shape}"
+        )
+    extra = dict(extra or {})
+    wrong = {k: v.shape for k, v in extra.items() if v.shape[:2] != (h, w)}
+    if wrong:
+        raise ValueError(f"extra maps must be {h}x{w} like alpha, got {wrong}")
+    return extra
 
 
 class P3MTrainTransform:
@@ -89,6 +123,14 @@ class P3MTrainTransform:
             return drawn
         return min(min(self.crop_sizes), shorter)
 
+    def transition_pixels(
+        self, alpha: np.ndarray, kernel_size: int, region: tuple[int, int]
+    ) -> np.ndarray:
+        """Flat indices (in ``region``) of the pixels a transition crop corner is drawn from:
+        the unknown (128) pixels of ``trimap[:region[0], :region[1]]``."""
+        window = trimap_window(alpha, kernel_size, (0, region[0]), (0, region[1]))
+        return np.flatnonzero(window == 128)
+
     def __call__(
         self,
         image: np.ndarray,
@@ -116,24 +158,14 @@ class P3MTrainTransform:
             ``trimap``: (size, size) uint8, 0/128/255 blurred by the resize into in-between
             values; and each ``extra`` map under its own key.
         """
-        h, w = alpha.shape[:2]
-        if alpha.ndim != 2 or any(a.shape != (h, w, 3) for a in (image, fg, bg)):
-            raise ValueError(
-                "image, fg and bg must be HxWx3 and alpha HxW of the same size, got "
-                f"{image.shape}, {fg.shape}, {bg.shape} and {alpha.shape}"
-            )
-        extra = dict(extra or {})
-        wrong = {k: v.shape for k, v in extra.items() if v.shape[:2] != (h, w)}
-        if wrong:
-            raise ValueError(f"extra maps must be {h}x{w} like alpha, got {wrong}")
+        extra = check_sample(image, alpha, fg, bg, extra)
+        h, w = alpha.shape
         kernel_size = int(rng.integers(self.kernel_range[0], self.kernel_range[1] + 1))
         c = self.crop_side(self.crop_sizes[int(rng.integers(len(self.crop_sizes)))], h, w)
         region = (max(h - c, 1), max(w - c, 1))
         y = x = None
         if rng.random() < self.transition_prob:
-            unknown = np.flatnonzero(
-                trimap_window(alpha, kernel_size, (0, region[0]), (0, region[1])) == 128
-            )
+            unknown = self.transition_pixels(alpha, kernel_size, region)
             if unknown.size:
                 y, x = divmod(int(unknown[rng.integers(unknown.size)]), region[1])
         if y is None:

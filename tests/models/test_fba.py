@@ -101,6 +101,28 @@ def test_outputs_shapes_ranges_and_known_regions(net: FBANet) -> None:
     assert torch.allclose(out["bg"][..., :8, :], rgb[..., :8, :], atol=1e-6)
 
 
+def test_loss_outputs_are_the_decoder_maps_before_the_fusion(net: FBANet) -> None:
+    """The loss supervises clamp / sigmoid of the decoder's 7 channels (issue #38), and the
+    fusion of exactly those maps gives the returned alpha."""
+    b = _batch()
+    decoded = []
+    hook = net.decoder.register_forward_hook(lambda m, i, o: decoded.append(o))
+    with torch.no_grad():
+        out = net(b["image"], b["trimap"])
+    hook.remove()
+    (raw,) = decoded
+    assert torch.equal(out["alpha_raw"], raw[:, :1].clamp(0, 1))
+    assert torch.equal(out["fg_raw"], torch.sigmoid(raw[:, 1:4]))
+    assert torch.equal(out["bg_raw"], torch.sigmoid(raw[:, 4:7]))
+    fused, _, _ = fba_fusion(
+        out["alpha_raw"], b["image"] * STD + MEAN, out["fg_raw"], out["bg_raw"]
+    )
+    unknown = b["trimap"] == 128
+    assert torch.equal(out["alpha"][unknown], fused[unknown])
+    # The fusion moves alpha: pre- and post-fusion maps are not the same tensor.
+    assert (fused - out["alpha_raw"]).abs().max() > 1e-3
+
+
 def test_rejects_size_not_multiple_of_8(net: FBANet) -> None:
     with pytest.raises(ValueError, match="divisible by 8"):
         net(torch.zeros(1, 3, 36, 32), torch.zeros(1, 1, 36, 32))

@@ -120,3 +120,27 @@ def test_state_dict_round_trip(tmp_path: Path) -> None:
         assert torch.equal(
             net(b["image"], b["trimap"])["alpha"], other(b["image"], b["trimap"])["alpha"]
         )
+
+
+def test_moving_max_clipping_follows_the_official_rule() -> None:
+    """trainer.py:204-212: first step at 1e6, then 2 x moving max, momentum 0.999."""
+    from p3m_lightning.methods.gca.clipping import MovingMaxClipping
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    clip = MovingMaxClipping()
+
+    def step(grad: list[float]) -> tuple[float, list[float]]:
+        param.grad = torch.tensor(grad)
+        norm = float(clip([param]))
+        return norm, param.grad.tolist()
+
+    assert step([3.0, 4.0]) == (5.0, [3.0, 4.0])  # first step: clipped at 1e6 only
+    assert clip.state_dict() == {"moving_max": 5.0}
+    norm, grad = step([60.0, 80.0])  # norm 100 > 2 x 5: clipped to 10
+    assert norm == 100.0 and grad == pytest.approx([6.0, 8.0], rel=1e-6)
+    assert clip.state_dict()["moving_max"] == pytest.approx(0.999 * 5 + 0.001 * 100)
+    norm, grad = step([6.0, 8.0])  # 10 < 2 x 5.095: untouched
+    assert grad == [6.0, 8.0]
+    assert clip.state_dict()["moving_max"] == pytest.approx(0.999 * 5.095 + 0.001 * 10)
+    with pytest.raises(ValueError, match="momentum < 1"):
+        MovingMaxClipping(momentum=1.0)

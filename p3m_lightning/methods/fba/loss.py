@@ -1,7 +1,10 @@
 """The FBA Matting objective, after the paper (Forte & Pitie 2020, Sec. "Losses") and the
 training notes of the official README; the official repository has no training code and
-mmagic has no FBA recipe, so the term weights are configurable and default to 1, with the
-alpha gradient term off (the README: "Gradient loss is not needed").
+mmagic has no FBA recipe. The terms supervise the decoder's maps before the F, B, alpha fusion
+(``FBANet``'s ``*_raw``): the fusion is inference-only (maintainer, MarcoForte/FBA_Matting
+issue #38). The term weights are configurable and default to 1 (our choice: the paper's
+weights could not be read here), with the alpha gradient term off (the README: "Gradient loss
+is not needed").
 
 All colours here are RGB in [0, 1]: the batch's ImageNet-normalised ``image``, ``fg``, ``bg``
 are converted back, since FBANet predicts F and B in [0, 1]. Every mean runs over the whole
@@ -97,7 +100,7 @@ class FBALoss(nn.Module):
 
         Args:
             outputs: ``alpha_raw`` ``(B, 1, H, W)``, ``fg_raw``, ``bg_raw`` ``(B, 3, H, W)``,
-                all in [0, 1] (``FBANet``).
+                all in [0, 1]: ``FBANet``'s maps before the fusion.
             batch: ``image``, ``fg``, ``bg`` ``(B, 3, H, W)`` ImageNet-normalised, ``alpha``
                 ``(B, 1, H, W)`` in [0, 1].
 

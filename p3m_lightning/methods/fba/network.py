@@ -115,7 +115,7 @@ class FBANet(nn.Module):
     ``fba_fusion`` step, all as in the official network. The official test script then sets
     alpha to 0 / 1 on the trimap's background / foreground, and F (B) to the image where
     alpha is 1 (0); ``forward`` does the same for ``alpha``, ``fg``, ``bg`` and also returns
-    the network's own maps (``*_raw``) for the loss.
+    the decoder's maps before the fusion (``*_raw``) for the loss.
 
     Args:
         pretrained_path: optional local ImageNet ResNet-50 (GN + WS) state dict with
@@ -161,32 +161,34 @@ class FBANet(nn.Module):
 
         Returns:
             ``alpha`` ``(B, 1, H, W)``, ``fg`` and ``bg`` ``(B, 3, H, W)`` (RGB in [0, 1], not
-            normalised) after the official test-time trimap guidance, and ``alpha_raw``,
-            ``fg_raw``, ``bg_raw``: the network's fused predictions, all in [0, 1].
+            normalised) after the fusion and the official test-time trimap guidance, and
+            ``alpha_raw``, ``fg_raw``, ``bg_raw``: the decoder's maps before the fusion
+            (alpha clipped, F and B sigmoids), all in [0, 1], which the loss supervises.
         """
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = image * std + mean
         two_chan = two_channel_trimap(trimap).to(image.dtype)
         clicks = trimap_distance_features(trimap).to(image.dtype)
-        alpha, fg, bg = self.from_encodings(image, rgb, two_chan, clicks)
+        # The maps the loss supervises: before the fusion, which is inference-only
+        # (maintainer, MarcoForte/FBA_Matting issue #38).
+        alpha_raw, fg_raw, bg_raw = self.decoded(image, rgb, two_chan, clicks)
+        alpha, fg, bg = fba_fusion(alpha_raw, rgb, fg_raw, bg_raw)
         final = trimap_guided(alpha, trimap)
         return {
             "alpha": final,
             "fg": torch.where(final == 1, rgb, fg),
             "bg": torch.where(final == 0, rgb, bg),
-            "alpha_raw": alpha,
-            "fg_raw": fg,
-            "bg_raw": bg,
+            "alpha_raw": alpha_raw,
+            "fg_raw": fg_raw,
+            "bg_raw": bg_raw,
         }
 
-    def from_encodings(
+    def decoded(
         self, image: Tensor, rgb: Tensor, two_chan: Tensor, clicks: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """The network on inputs already encoded: the official model's own signature.
-
-        The official test script encodes its trimap after a Lanczos resize (soft values,
-        ``FBAResize``), which ``forward``'s encodings of a level trimap cannot express.
+        """The decoder's maps before the fusion, on inputs already encoded (the official
+        model's own signature): alpha clipped to [0, 1], F and B sigmoids.
 
         Args:
             image: ``(B, 3, H, W)`` ImageNet-normalised RGB; H, W multiples of 8.
@@ -195,14 +197,24 @@ class FBANet(nn.Module):
             clicks: ``(B, 6, H, W)`` the trimap distance features.
 
         Returns:
-            The fused ``(alpha, fg, bg)``: ``(B, 1, H, W)``, ``(B, 3, H, W)`` twice, in [0, 1].
+            ``(alpha, fg, bg)``: ``(B, 1, H, W)``, ``(B, 3, H, W)`` twice, in [0, 1].
         """
         check_divisible(self, image)
         feats = self.encoder(torch.cat([image, clicks, two_chan], dim=1))
         out = self.decoder(feats, rgb, two_chan)
-        return fba_fusion(
-            out[:, :1].clamp(0, 1), rgb, torch.sigmoid(out[:, 1:4]), torch.sigmoid(out[:, 4:7])
-        )
+        return out[:, :1].clamp(0, 1), torch.sigmoid(out[:, 1:4]), torch.sigmoid(out[:, 4:7])
+
+    def from_encodings(
+        self, image: Tensor, rgb: Tensor, two_chan: Tensor, clicks: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The fused ``(alpha, fg, bg)`` on inputs already encoded (``decoded``, then one
+        ``fba_fusion`` step).
+
+        The official test script encodes its trimap after a Lanczos resize (soft values,
+        ``FBAResize``), which ``forward``'s encodings of a level trimap cannot express.
+        """
+        alpha, fg, bg = self.decoded(image, rgb, two_chan, clicks)
+        return fba_fusion(alpha, rgb, fg, bg)
 
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture (none: the released configuration)."""

@@ -1,17 +1,18 @@
-"""The IndexNet Matting objective (official ``hltrainval.py``, ``weighted_loss`` with
-``wl = 0.5``), which is the alpha-prediction + compositional loss of Deep Image Matting
-restricted to the trimap's unknown region U:
+"""The IndexNet Matting objective, the official ``weighted_loss`` with ``wl = 0.5``
+(``scripts/hltrainval.py:164-182`` at poppinace/indexnet_matting@4beb06a): the alpha-prediction
++ compositional loss of Deep Image Matting on the trimap's unknown region U, every quantity in
+[0, 1] (the official ``Normalize`` scales image, alpha, F and B by ``IMG_SCALE = 1/255``,
+``hldataset.py:154-169``, ``hltrainval.py:58``). With ``m`` the unknown mask and ``eps = 1e-6``:
 
-- ``loss_alpha``: per sample ``sum_U sqrt((pred - alpha)^2 + eps^2) / |U|``, averaged over
-  the batch (``eps = 1e-6``).
-- ``loss_comp``: per sample ``sum_U sum_rgb sqrt((pred F + (1 - pred) B - I)^2 + eps^2) / |U|``
-  with F, B, I in 0..255 units (as the official code composes the raw 8-bit images),
+- ``loss_alpha``: per sample ``sum_p sqrt(((a'_p - a_p) m_p)^2 + eps^2) / sum_p m_p``,
   averaged over the batch.
+- ``loss_comp``: per sample ``sum_rgb sum_p sqrt(((a'_p F_p + (1 - a'_p) B_p - I_p) m_p)^2 +
+  eps^2) / sum_p m_p``, averaged over the batch.
 - ``loss = 0.5 loss_alpha + 0.5 loss_comp``.
 
-The official code also adds ``eps`` for every pixel outside U (it masks the difference
-before the square root); that constant has no gradient and is left out. A sample without
-unknown pixels contributes 0 (the official code divides by zero there).
+As officially, the mask is applied inside the square root, so every pixel outside U adds the
+constant ``eps`` (no gradient). A sample without unknown pixels is divided by 1 instead of 0
+(the official code would divide by zero there).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _EPS = 1e-6
 
 
 def _per_sample_mean(err: Tensor, unknown: Tensor) -> Tensor:
-    per_sample = (err * unknown).sum(dim=(1, 2, 3)) / unknown.sum(dim=(1, 2, 3)).clamp_min(1.0)
+    """``(1/B) sum_b sum_{c,p} err / sum_p unknown``: channels summed, samples averaged."""
+    per_sample = err.sum(dim=(1, 2, 3)) / unknown.sum(dim=(1, 2, 3)).clamp_min(1.0)
     return per_sample.mean()
 
 
@@ -47,18 +49,19 @@ def unknown_alpha_loss(pred: Tensor, alpha: Tensor, unknown: Tensor, eps: float 
         Scalar float32, >= 0.
     """
     with torch.autocast(device_type=pred.device.type, enabled=False):
-        err = torch.sqrt((pred.float() - alpha.float()) ** 2 + eps**2)
-        return _per_sample_mean(err, unknown.float())
+        m = unknown.float()
+        err = torch.sqrt(((pred.float() - alpha.float()) * m) ** 2 + eps**2)
+        return _per_sample_mean(err, m)
 
 
 def unknown_composition_loss(
     pred: Tensor, image: Tensor, fg: Tensor, bg: Tensor, unknown: Tensor, eps: float = _EPS
 ) -> Tensor:
-    """Charbonnier composition loss on the unknown region in 0..255 RGB units.
+    """Charbonnier composition loss on the unknown region in [0, 1] RGB units.
 
     ``image``, ``fg`` and ``bg`` are ImageNet-normalised; since ``pred F + (1 - pred) B`` is
-    an affine combination, the difference in 0..255 units is the normalised difference times
-    ``255 * std``.
+    an affine combination, the difference in [0, 1] units is the normalised difference times
+    ``std`` (the mean cancels).
 
     Args:
         pred: ``(B, 1, H, W)`` predicted alpha (any range).
@@ -72,11 +75,11 @@ def unknown_composition_loss(
         Scalar float32, >= 0.
     """
     with torch.autocast(device_type=pred.device.type, enabled=False):
-        a = pred.float()
-        scale = 255.0 * torch.tensor(IMAGENET_STD, device=a.device).view(1, 3, 1, 1)
-        diff = (a * fg.float() + (1.0 - a) * bg.float() - image.float()) * scale
-        err = torch.sqrt(diff**2 + eps**2).sum(dim=1, keepdim=True)
-        return _per_sample_mean(err, unknown.float())
+        a, m = pred.float(), unknown.float()
+        std = torch.tensor(IMAGENET_STD, device=a.device).view(1, 3, 1, 1)
+        diff = (a * fg.float() + (1.0 - a) * bg.float() - image.float()) * std
+        err = torch.sqrt((diff * m) ** 2 + eps**2)
+        return _per_sample_mean(err, m)
 
 
 class IndexNetLoss(nn.Module):
