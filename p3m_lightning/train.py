@@ -46,7 +46,8 @@ _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE
 
 EVALUABLE_PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16", "bf16")
 """Training precisions whose network evaluates in float32 (Lightning's ``16`` and ``bf16``
-are the mixed ones): the ``-true`` precisions keep the weights themselves in half precision."""
+are the mixed ones): the other ``-true`` precisions keep the weights themselves in bfloat16,
+float16 or float64."""
 
 
 class ConfigError(Exception):
@@ -110,8 +111,8 @@ def _container(node: Any) -> Any:
 def check_recipe(cfg: DictConfig) -> str:
     """Stop before any work when a command would silently leave the recipe it names.
 
-    - Evaluation is float32 (what ``metrics.json`` records): a ``-true`` half precision, which
-      keeps the weights themselves in half precision, is refused.
+    - Evaluation is float32 (what ``metrics.json`` records): a ``-true`` precision other than
+      float32, which keeps the weights themselves in it, is refused.
     - The quickstart recipe (``recipe_kind: quickstart``: lr 5e-4, 12 epochs, small crops) is
       for the embedded synthetic data only, whatever the run is called: on other data a
       recipe must be chosen.
@@ -131,11 +132,11 @@ def check_recipe(cfg: DictConfig) -> str:
     precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
     if precision not in EVALUABLE_PRECISIONS:
         raise ConfigError(
-            f"trainer.precision={precision} keeps the network's weights themselves in half "
+            f"trainer.precision={precision} keeps the network's weights themselves in that "
             "precision, and every test and validation figure of this project is computed in "
             "float32 (metrics.json records it): such a run would stop at its first "
-            "evaluation. Train with trainer.precision=bf16-mixed (what trainer=gpu sets) or "
-            "16-mixed."
+            "evaluation. Train with trainer.precision=bf16-mixed (what trainer=gpu sets), "
+            "16-mixed or 32-true."
         )
     if cfg.get("recipe_kind") == "quickstart" and cfg.data.get("synthetic") is None:
         raise ConfigError(
@@ -146,7 +147,10 @@ def check_recipe(cfg: DictConfig) -> str:
         )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such file.")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such file. Give an existing checkpoint, e.g. "
+            "<run>/checkpoints/last.ckpt."
+        )
     if not cfg.get("train"):
         if cfg.get("test") and not ckpt_path:
             raise ConfigError(
