@@ -21,7 +21,10 @@ column with the seeds' standard deviation). Runs without a PPT training (``quick
 skipped with a note.
 
 Every method is a row (``model=<method>`` runs; P3M-Net rows are told apart by encoder), with
-the paper's published row of that method above it where the paper has one. Trimap-free
+the paper's published row of that method above it where the paper has one. Runs of one method
+are averaged only when they share a recipe (``metrics.json``'s ``recipe_fingerprint``): a run
+that leaves the published recipe gets its own row, labelled with how it leaves it (its
+``departures``, e.g. ``GFM [cp=icp]``). Trimap-free
 methods (P3M-Net, GFM, MODNet, SHM, LF, HATT, BASIC) fill the Table 2 layout with whole-image
 SAD and MSE; trimap-based methods (DIM, AlphaGAN, GCA, IndexNet, FBA) a second table in the
 Table 1 layout with SAD and MSE on the trimap's unknown region only (``table1.csv``): the two
@@ -244,6 +247,29 @@ def _method(metrics: dict[str, Any]) -> str:
     return str(metrics.get("method") or "p3m_net")
 
 
+RowKey = tuple[str, str | None, tuple[str, ...]]
+"""What a row averages over: (model name, recipe fingerprint, departures)."""
+
+
+def _row_key(name: str, metrics: dict[str, Any]) -> RowKey:
+    return (name, metrics.get("recipe_fingerprint"), tuple(metrics.get("departures") or ()))
+
+
+def _row_names(keys: set[RowKey]) -> dict[RowKey, str]:
+    """A row name per (model name, recipe fingerprint, departures): the model name, with the
+    departures from the published recipe in brackets; recipes of the same label are told apart
+    by their fingerprint. Runs written before fingerprints were recorded share one row per
+    model name."""
+    labels = {key: f"{key[0]} [{'; '.join(key[2])}]" if key[2] else key[0] for key in keys}
+    counts: dict[str, int] = defaultdict(int)
+    for label in labels.values():
+        counts[label] += 1
+    return {
+        key: f"{label} (recipe {key[1]})" if counts[label] > 1 and key[1] else label
+        for key, label in labels.items()
+    }
+
+
 def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Every PPT run under ``root``, and notes on the files skipped.
 
@@ -277,8 +303,20 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
         if _method(m) == "p3m_net"
     }
     names = _model_names(encoders)
-    runs = []
+    named = []
     for rel, metrics in loaded:
+        init = str(metrics.get("init", ""))
+        method = _method(metrics)
+        if method == "p3m_net":
+            name = names[json.dumps(metrics.get("encoder") or {}, sort_keys=True)]
+        else:
+            name = METHOD_NAMES.get(method, method)
+        if init == "scratch" and "recipe_fingerprint" not in metrics:
+            name = f"{name} [from scratch]"  # written before departures were recorded
+        named.append((rel, name, metrics))
+    rows = _row_names({_row_key(name, metrics) for _, name, metrics in named})
+    runs = []
+    for rel, name, metrics in named:
         after = metrics.get("after") or {}
         values = {
             (test_set, metric): float(after[f"test/{test_set}/{metric}"])
@@ -291,13 +329,9 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
             continue
         init = str(metrics.get("init", ""))
         method = _method(metrics)
-        if method == "p3m_net":
-            name = names[json.dumps(metrics.get("encoder") or {}, sort_keys=True)]
-        else:
-            name = METHOD_NAMES.get(method, method)
         runs.append(
             Run(
-                model=f"{name} [from scratch]" if init == "scratch" else name,
+                model=rows[_row_key(name, metrics)],
                 train=str(_training(metrics)),
                 seed=metrics.get("seed"),
                 init=init,

@@ -6,7 +6,8 @@ paths, so the ``report/`` folder can be copied or zipped as it is. The page show
 tables (``table.md``: the Table 2 layout, the Table 1 layout for trimap-based methods, the face
 region), the charts, the comparison gallery (`p3m_lightning.report_gallery`) and, for every run
 behind a figure, its test sets, the region its figures cover and its recipe with sources and
-departures (``metrics.json``'s ``recipe``; "not recorded" where a run has none).
+departures (``metrics.json``'s ``recipe`` and ``departures``; "not recorded" where a run has
+none).
 """
 
 from __future__ import annotations
@@ -150,10 +151,12 @@ def _recipe(root: Path, run: HtmlRun) -> tuple[str, str, str]:
     if not isinstance(recipe, dict):
         return describe(recipe), NOT_RECORDED, NOT_RECORDED
     rest = {k: v for k, v in recipe.items() if k not in ("sources", "departures")}
+    # train.py writes them beside the recipe (top-level ``departures``); older files inside it.
+    leaves = metrics["departures"] if "departures" in metrics else recipe.get("departures")
     return (
         describe(rest) if rest else NOT_RECORDED,
         describe(recipe.get("sources")),
-        describe(recipe.get("departures")),
+        describe(leaves),
     )
 
 

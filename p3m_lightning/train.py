@@ -5,6 +5,9 @@ It keeps runs on the published recipe where the configuration asks for it (`chec
 the paper trains and what a run's headline figures are. A best checkpoint, if a validation
 split is held out from the training images (``data.val_split``), is chosen on that split only,
 and tested as a second, separately named figure. No checkpoint is ever chosen on a test set.
+``train=false`` evaluates the checkpoint ``ckpt_path`` names instead, and says so. Every run
+records its recipe, the recipe's fingerprint and how it departs from the published one
+(`p3m_lightning.recipe`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from p3m_lightning.callbacks import finish_wandb
 from p3m_lightning.evaluation import write_per_image
+from p3m_lightning.models.checkpoint import load_weights
+from p3m_lightning.models.encoders import loaded_backbone
 from p3m_lightning.plugins import import_plugins
 from p3m_lightning.privacy_report import privacy_metrics
+from p3m_lightning.recipe import departures, fingerprint, method_name, recipe_record
 from p3m_lightning.requeue import requeue_on_signal, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -35,10 +41,15 @@ RECIPE_BATCH = 8
 """The published recipe's batch (docs/p3m-net.md §5)."""
 
 IMAGENET_ENV = "P3M_IMAGENET_WEIGHTS"
+"""Environment variable the model configs read for the encoder's local ImageNet weights."""
 
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 """Variables Lightning's DDP launcher sets in the launching process."""
-"""Environment variable the model configs read for the encoder's local ImageNet weights."""
+
+EVALUABLE_PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16", "bf16")
+"""Training precisions whose network evaluates in float32 (Lightning's ``16`` and ``bf16``
+are the mixed ones): the other ``-true`` precisions keep the weights themselves in bfloat16,
+float16 or float64."""
 
 
 class ConfigError(Exception):
@@ -70,13 +81,14 @@ def _test(
     }
 
 
-def encoder_init(cfg: DictConfig) -> str:
+def encoder_init(cfg: DictConfig, net: torch.nn.Module | None = None) -> str:
     """How the network starts: ``stages:<checkpoints>`` (a staged recipe's ``init_from``),
     ``imagenet:<file>``, ``imagenet:hub``, ``scratch`` or ``random``.
 
     The ImageNet file is ``model.net.encoder.weights_path`` (P3M-Net) or
     ``model.net.pretrained_path`` (the other methods' backbones). ``random`` is an encoder with
-    neither ImageNet weights nor a declared ``from_scratch=true``.
+    neither ImageNet weights nor a declared ``from_scratch=true``. Given the built ``net``,
+    an ImageNet file says what it gave: ``imagenet:<file> (backbone 265/265 tensors)``.
     """
     encoder = OmegaConf.select(cfg, "model.net.encoder") or {}
     path = encoder.get("weights_path") or OmegaConf.select(cfg, "model.net.pretrained_path")
@@ -84,6 +96,9 @@ def encoder_init(cfg: DictConfig) -> str:
     if stages:
         # A staged recipe: the parts start from earlier stages (which started from ImageNet).
         return "stages:" + ",".join(str(s.get("checkpoint")) for s in stages)
+    loaded = loaded_backbone(net) if net is not None else None
+    if loaded is not None:
+        return loaded.describe()
     if path:
         return f"imagenet:{path}"
     if encoder.get("pretrained"):
@@ -95,32 +110,58 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def method_name(cfg: DictConfig) -> str:
-    """The method a run trains: its model config's ``recipe.name``, else ``p3m_net``."""
-    return str(OmegaConf.select(cfg, "recipe.name", default=None) or "p3m_net")
-
-
 def check_recipe(cfg: DictConfig) -> str:
     """Stop before any work when a command would silently leave the recipe it names.
 
-    - The quickstart recipe (lr 5e-4, 12 epochs, small crops) is for the embedded synthetic
-      data only: on P3M-10k a recipe must be chosen.
+    - Evaluation is float32 (what ``metrics.json`` records): a ``-true`` precision other than
+      float32, which keeps the weights themselves in it, is refused.
+    - The quickstart recipe (``recipe_kind: quickstart``: lr 5e-4, 12 epochs, small crops) is
+      for the embedded synthetic data only, whatever the run is called: on other data a
+      recipe must be chosen.
+    - ``ckpt_path`` names an existing file; ``train=false`` (evaluate only) needs one, unless
+      ``test=false`` too (the run then only prepares the data).
     - A PPT run starts from ImageNet weights, as the published recipe does, unless a random
-      start is declared with ``from_scratch=true``.
+      start is declared with ``from_scratch=true`` (an evaluation-only run takes its weights
+      from ``ckpt_path``).
 
     Returns:
-        The encoder's initialisation (`encoder_init`).
+        The network's initialisation (`encoder_init`), ``checkpoint:<file>`` for an
+        evaluation-only run.
 
     Raises:
         ConfigError: naming the settings that fix it.
     """
-    if cfg.get("task_name") == "quickstart" and cfg.data.get("synthetic") is None:
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
+    if precision not in EVALUABLE_PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} keeps the network's weights themselves in that "
+            "precision, and every test and validation figure of this project is computed in "
+            "float32 (metrics.json records it): such a run would stop at its first "
+            "evaluation. Train with trainer.precision=bf16-mixed (what trainer=gpu sets), "
+            "16-mixed or 32-true."
+        )
+    if cfg.get("recipe_kind") == "quickstart" and cfg.data.get("synthetic") is None:
         raise ConfigError(
             "the quickstart recipe (lr 5e-4, 12 epochs, small crops) is made for the embedded "
             "synthetic data, not for P3M-10k. Choose the published recipe: "
             "`python train.py experiment=ppt_b data.root=...` (train on blurred images) or "
             "`experiment=ppt_n` (normal images); or drop data=p3m10k for the quickstart."
         )
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such file. Give an existing checkpoint, e.g. "
+            "<run>/checkpoints/last.ckpt."
+        )
+    if not cfg.get("train"):
+        if cfg.get("test") and not ckpt_path:
+            raise ConfigError(
+                "train=false evaluates a trained checkpoint, and no ckpt_path names one: give "
+                "ckpt_path=<run>/checkpoints/last.ckpt (or a published file of the configured "
+                "model), or drop train=false. The untrained network's figures are `before` in "
+                "a training run's metrics.json."
+            )
+        return f"checkpoint:{ckpt_path}" if ckpt_path else encoder_init(cfg)
     init = encoder_init(cfg)
     if cfg.get("ppt") and init == "random" and OmegaConf.select(cfg, "model.net.encoder") is None:
         raise ConfigError(
@@ -205,6 +246,15 @@ def _summary_table(before: dict[str, float], after: dict[str, float], sets: list
     return "\n".join(lines)
 
 
+def run_overrides() -> list[str] | None:
+    """The command-line overrides of this Hydra run or multirun job; None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
 def relaunch_this_job_only() -> None:
     """Make the processes Lightning starts for DDP re-run this Hydra multirun job, not the sweep.
 
@@ -242,10 +292,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         The content of ``metrics.json``: ``after`` (the headline: test metrics of the last
-        epoch), ``after_best_on_heldout`` (test metrics of the checkpoint chosen on the
-        held-out split, or None), ``before`` (the untrained model's test metrics),
-        ``resumed_from`` (the folder's checkpoint training resumed from, or None), and the
-        recipe as run: ``init``, ``batch``, ``precision``, ``sync_batchnorm``, ``heldout``.
+        epoch, or of ``evaluated_checkpoint`` with ``train=false``), ``after_best_on_heldout``
+        (test metrics of the checkpoint chosen on the held-out split, or None), ``before``
+        (the untrained model's test metrics), ``resumed_from`` (the folder's checkpoint
+        training resumed from, or None), ``privacy`` (per set obfuscated on the fly), and the
+        recipe as run: ``init``, ``batch``, ``precision``, ``sync_batchnorm``, ``heldout``,
+        ``recipe`` (`recipe_record`), ``recipe_fingerprint``, ``departures`` (how it leaves the
+        published recipe) and the run's ``overrides`` (None outside Hydra).
 
     Raises:
         ConfigError: a command that would leave its recipe (`check_recipe`, `batch_plan`).
@@ -277,6 +330,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     """The body of ``train``."""
     import_plugins(cfg.get("plugins"))
     init = check_recipe(cfg)
+    overrides = run_overrides()
+    leaves = departures(cfg, overrides or [])
+    if leaves:
+        log.warning(
+            "this run leaves the published recipe of %s: %s", method_name(cfg), "; ".join(leaves)
+        )
     if init == "scratch":
         with open_dict(cfg):
             cfg.tags = [*cfg.get("tags", []), "from_scratch"]
@@ -325,7 +384,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.batch_size = plan.per_device
     with open_dict(cfg):
         cfg.batch_plan = asdict(plan)
-        cfg.init = init
         if plan.lr_scale != 1.0:
             cfg.model.optimizer.lr = float(cfg.model.optimizer.lr) * plan.lr_scale
             log.warning(
@@ -336,8 +394,20 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 plan.lr_scale,
                 cfg.model.optimizer.lr,
             )
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     model: pl.LightningModule = instantiate(cfg.model)
+    evaluated: dict[str, str] | None = None
+    if cfg.get("train"):
+        init = encoder_init(cfg, model.net)
+    elif cfg.get("ckpt_path"):
+        evaluated = {
+            "path": str(cfg.ckpt_path),
+            "architecture": load_weights(model.net, cfg.ckpt_path),
+        }
+        log.info("Evaluating %s (%s), not training", cfg.ckpt_path, evaluated["architecture"])
+    with open_dict(cfg):
+        cfg.init = init
+    record = recipe_record(cfg)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -375,15 +445,23 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "init": init,
         "seed": cfg.get("seed"),
         "batch": asdict(plan),
-        "precision": {"train": precision, "eval": "bf16" if "bf16-true" in precision else "32"},
+        "precision": {"train": precision, "eval": "32"},
         "sync_batchnorm": bool(cfg.trainer.get("sync_batchnorm", False)),
-        "headline": "after: test sets, model of the last epoch",
+        "headline": (
+            "after: test sets, model of the last epoch"
+            if evaluated is None
+            else f"after: test sets, the weights of {evaluated['path']} (evaluated, not trained "
+            "in this run)"
+        ),
+        "evaluated_checkpoint": evaluated,
         "before": before,
         "resumed_from": resumed,
         "after": after,
         "after_best_on_heldout": after_best,
         "best_checkpoint": best,
-        "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
+        "last_checkpoint": (
+            str(output_dir / "checkpoints" / "last.ckpt") if evaluated is None else None
+        ),
         "heldout": list(getattr(datamodule, "heldout_names", [])),
         # files: each test set's trimap/ folder; generated: from its mattes (trimap-based
         # models only with data.generated_trimaps=true).
@@ -395,6 +473,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # Per set obfuscated on the fly: images by mask, detector, fallback or skipped; and
         # what P3M-CP pastes. Gathered over every process (a collective: every rank asks).
         "privacy": privacy_metrics(trainer),
+        "recipe": record,
+        "recipe_fingerprint": fingerprint(record),
+        "departures": leaves,
+        "overrides": overrides,
     }
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))

@@ -73,8 +73,10 @@ def write_run(
     seed: int = 1,
     privacy: dict[str, Any] | None = None,
     recipe: dict[str, Any] | None = None,
+    departures: list[str] | None = None,
 ) -> None:
-    """One run folder as ``train.py`` leaves it; ``per_image``: ``(set, name) -> SAD``."""
+    """One run folder as ``train.py`` leaves it; ``per_image``: ``(set, name) -> SAD``;
+    ``recipe`` and ``departures`` as ``metrics.json`` records them."""
     (folder / "checkpoints").mkdir(parents=True)
     torch.save(
         {
@@ -112,6 +114,8 @@ def write_run(
     }
     if recipe is not None:
         metrics["recipe"] = recipe
+    if departures is not None:
+        metrics["departures"] = departures
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     rows = [{"set": s, "name": n, "sad": v, "mse": 0.01} for (s, n), v in per_image.items()]
     write_per_image(folder / "per_image.csv", rows)

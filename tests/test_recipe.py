@@ -1,5 +1,6 @@
-"""The recipe guards of train.py: ImageNet init, no quickstart on P3M-10k, the DDP batch rule,
-model selection on a held-out split only."""
+"""The recipe guards of train.py (ImageNet init, no quickstart on P3M-10k, float32 evaluation,
+evaluation-only runs, the DDP batch rule, model selection on a held-out split only) and the
+recipe record, fingerprint and departures of ``p3m_lightning.recipe``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from p3m_lightning.models.encoders import ResNet34MP
-from p3m_lightning.train import ConfigError, batch_plan, check_recipe, train
+from p3m_lightning.recipe import departures, fingerprint, recipe_record
+from p3m_lightning.train import ConfigError, batch_plan, check_recipe, encoder_init, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_DATA = [
@@ -45,6 +47,36 @@ def test_quickstart_recipe_on_p3m10k_is_refused(tmp_path: Path) -> None:
         train(cfg)
     assert not (tmp_path / "out").exists()  # stopped before any work
     assert check_recipe(compose_cfg(tmp_path, [])) == "random"  # `python train.py` stays
+
+
+def test_the_quickstart_guard_goes_by_the_recipe_not_the_run_name(tmp_path: Path) -> None:
+    renamed = compose_cfg(tmp_path, ["data=p3m10k", "data.root=/nowhere", "task_name=mine"])
+    assert renamed.model.optimizer.lr == 5e-4 and renamed.trainer.max_epochs == 12
+    with pytest.raises(ConfigError, match="quickstart recipe"):
+        check_recipe(renamed)
+    published = ["experiment=ppt_b", "task_name=quickstart", "model.net.encoder.pretrained=true"]
+    assert check_recipe(compose_cfg(tmp_path, published)) == "imagenet:hub"
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true", "64-true"])
+def test_weights_in_another_precision_than_float32_are_refused_up_front(tmp_path, precision):
+    cfg = compose_cfg(tmp_path, [*TINY_DATA, f"trainer.precision={precision}"])
+    with pytest.raises(ConfigError, match=f"trainer.precision={precision} .*bf16-mixed"):
+        train(cfg)
+    assert not (tmp_path / "out").exists()
+    assert check_recipe(compose_cfg(tmp_path, ["trainer.precision=bf16-mixed"])) == "random"
+
+
+def test_an_evaluation_only_run_needs_an_existing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train=false evaluates a trained checkpoint"):
+        train(compose_cfg(tmp_path, [*TINY_DATA, "train=false"]))
+    missing = tmp_path / "nowhere" / "last.ckpt"
+    for run in ("train=false", "train=true"):
+        with pytest.raises(ConfigError, match=f"ckpt_path={missing}: no such file"):
+            train(compose_cfg(tmp_path, [*TINY_DATA, run, f"ckpt_path={missing}"]))
+    assert not (tmp_path / "out").exists()  # stopped before any work
+    # Nothing evaluated, nothing to load: a run that only prepares the data.
+    assert check_recipe(compose_cfg(tmp_path, ["train=false", "test=false"])) == "random"
 
 
 def test_ppt_run_without_imagenet_weights_stops_naming_the_settings(tmp_path, monkeypatch):
@@ -79,6 +111,10 @@ def test_imagenet_weights_from_the_environment_initialise_the_encoder(tmp_path, 
     task = instantiate(cfg.model)
     for name, value in imagenet.state_dict().items():
         torch.testing.assert_close(task.net.encoder.state_dict()[name], value, msg=name)
+    tensors = [k for k in imagenet.state_dict() if not k.endswith("num_batches_tracked")]
+    assert encoder_init(cfg, task.net) == (
+        f"imagenet:{path} (backbone {len(tensors)}/{len(tensors)} tensors)"
+    )
 
 
 def test_last_checkpoint_is_written_every_epoch_without_validation(tmp_path: Path) -> None:
@@ -238,3 +274,105 @@ def test_docs_show_every_recipe_source(tmp_path: Path, model: str) -> None:
     page = _docs_page(model).read_text()
     missing = [key for key, source in cfg.recipe.sources.items() if source not in page]
     assert not missing, f"{_docs_page(model)} lacks the sources of {missing}"
+
+
+PUBLISHED_B = ["experiment=ppt_b", "model.net.encoder.pretrained=true"]
+"""The published recipe of P3M-Net, trained on B."""
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ["cp=icp"],
+        ["cp=fcp"],
+        ["model.strategy=hybrid"],
+        ["data/transform/augment=photometric"],
+        ["data.batch_size_per_device=4"],
+        ["trainer=gpu"],
+        ["trainer.gradient_clip_val=0.5"],
+        ["model.optimizer.lr=1e-4"],
+        ["from_scratch=true", "model.net.encoder.pretrained=false"],
+    ],
+)
+def test_a_recipe_change_changes_the_fingerprint_and_is_a_departure(tmp_path, change) -> None:
+    base = compose_cfg(tmp_path, PUBLISHED_B)
+    changed = compose_cfg(tmp_path, [*PUBLISHED_B, *change])
+    assert fingerprint(recipe_record(changed)) != fingerprint(recipe_record(base))
+    assert departures(base, PUBLISHED_B) == []
+    assert departures(changed, [*PUBLISHED_B, *change]), change
+
+
+def test_where_data_lives_and_how_the_run_executes_leave_the_recipe_alone(tmp_path) -> None:
+    operational = [
+        "data.root=/data/P3M-10k",
+        "data.num_workers=2",
+        "seed=3",
+        "task_name=mine",
+        "logger=none",
+        "trainer.devices=4",
+        "trainer=ddp",
+        "trainer.precision=32-true",
+        "hydra.run.dir=/tmp/run",
+        "model.channels_last=true",
+    ]
+    base = compose_cfg(tmp_path, PUBLISHED_B)
+    same = compose_cfg(tmp_path, [*PUBLISHED_B, *operational])
+    assert fingerprint(recipe_record(same)) == fingerprint(recipe_record(base))
+    assert departures(same, [*PUBLISHED_B, *operational]) == []
+    # Both PPT trainings of one recipe share a fingerprint (the report's columns split them).
+    normal = compose_cfg(tmp_path, ["experiment=ppt_n", "model.net.encoder.pretrained=true"])
+    assert recipe_record(normal)["ppt_train"] == "N" and recipe_record(base)["ppt_train"] == "B"
+    assert fingerprint(recipe_record(normal)) == fingerprint(recipe_record(base))
+
+
+def test_departures_list_each_change_as_a_setting(tmp_path: Path) -> None:
+    overrides = [
+        *PUBLISHED_B,
+        "data.root=/data",
+        "model.strategy=hybrid",
+        "+trainer.limit_train_batches=3",
+        "data/transform/augment=photometric",
+        "cp=icp",
+        "trainer=gpu",
+        "data=synthetic",
+    ]
+    assert departures(compose_cfg(tmp_path, overrides), overrides) == [
+        "model.strategy=hybrid",
+        "trainer.limit_train_batches=3",
+        "data/transform/augment=photometric",
+        "data=synthetic",
+        "cp=icp",
+        "trainer.precision=bf16-mixed",
+    ]
+    evaluate = [*PUBLISHED_B, "train=false", "ckpt_path=/runs/a/last.ckpt"]
+    assert departures(compose_cfg(tmp_path, evaluate), evaluate) == [
+        "train=false (evaluates /runs/a/last.ckpt)"
+    ]
+
+
+def test_the_record_holds_the_recipe_and_its_sources_verbatim(tmp_path: Path) -> None:
+    overrides = ["model=gfm", "experiment=ppt_b", "data.batch_size_per_device=4"]
+    cfg = compose_cfg(tmp_path, overrides)
+    record = recipe_record(cfg)
+    assert record["method"] == "gfm"
+    assert record["model"]["optimizer"] == {
+        "_target_": "torch.optim.Adam",
+        "_partial_": True,
+        "lr": 1e-5,
+    }
+    assert record["model"]["strategy"] == "gfm_hybrid"
+    # GFM's 500 AM-2k epochs run as the same 28,500 optimiser steps.
+    assert record["trainer"]["max_epochs"] is None and record["trainer"]["max_steps"] == 28500
+    assert record["trainer"]["precision"] == "32-true"
+    assert record["data"]["batch_size"] == 32 and record["data"]["batch_size_per_device"] == 4
+    assert record["data"]["transform"]["_target_"] == cfg.data.transform._target_
+    assert record["sources"] == dict(cfg.recipe.sources)
+    assert record["sources"]["lr"].startswith("JizhiziLi/GFM scripts/train/train_ori.sh")
+    cited = compose_cfg(tmp_path, [*overrides, "recipe.sources.lr='our choice: a test'"])
+    assert recipe_record(cited)["sources"]["lr"] == "our choice: a test"
+    # Sources document the values: citing them otherwise does not make another recipe.
+    assert fingerprint(recipe_record(cited)) == fingerprint(record)
+    # Another method is its own recipe (its own row), not a departure from P3M-Net's.
+    p3m = compose_cfg(tmp_path, PUBLISHED_B)
+    assert fingerprint(recipe_record(p3m)) != fingerprint(record)
+    assert departures(compose_cfg(tmp_path, overrides[:2]), overrides[:2]) == []

@@ -312,3 +312,48 @@ def test_methods_get_their_rows_and_trimap_based_runs_their_own_table(tmp_path: 
     line = next(x for x in table1.splitlines() if x.startswith("| GCA |"))
     assert f"{gca_b['test/P3M-500-P/sad_trimap']:.2f}" == line.split(" | ")[2]
     assert (tmp_path / "table1.csv").is_file()
+
+
+def test_runs_of_another_recipe_get_their_own_row_that_says_how(tmp_path: Path) -> None:
+    """Copy-paste, another strategy or batch must not be averaged into the published row."""
+    recipes = {
+        "published": ("a1b2c3d4e5f6", []),
+        "icp": ("0f0f0f0f0f0f", ["cp=icp"]),
+        "hybrid": ("123456789abc", ["model.strategy=hybrid", "data.batch_size_per_device=4"]),
+    }
+    runs = [("published", 1), ("published", 2), ("icp", 1), ("icp", 2), ("hybrid", 1)]
+    written = write_sweep(tmp_path, [("B", R34, seed) for _, seed in runs])
+    for num, ((recipe, _), metrics) in enumerate(zip(runs, written, strict=True)):
+        metrics["recipe_fingerprint"], metrics["departures"] = recipes[recipe]
+        (tmp_path / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    report = write_report(tmp_path)
+    name = "P3M-Net (ResNet-34-mp)"
+    rows = {
+        "published": name,
+        "icp": f"{name} [cp=icp]",
+        "hybrid": f"{name} [model.strategy=hybrid; data.batch_size_per_device=4]",
+    }
+    assert sorted(report["table"]) == sorted(rows.values())
+    column = ("B:B", "P3M-500-P")
+    for recipe, row in rows.items():
+        sads = [
+            m["after"]["test/P3M-500-P/sad"]
+            for (r, _), m in zip(runs, written, strict=True)
+            if r == recipe
+        ]
+        cell = report["table"][row][column]
+        assert cell.n == len(sads) and cell.sad_mean == pytest.approx(np.mean(sads), rel=1e-12)
+    assert f"| {rows['icp']} | 1, 2 |" in report["markdown"]
+
+
+def test_recipes_that_read_alike_are_told_apart_by_fingerprint(tmp_path: Path) -> None:
+    written = write_sweep(tmp_path, [("B", R34, 1), ("B", R34, 1)])
+    for num, (metrics, fp) in enumerate(
+        zip(written, ("aaaaaaaaaaaa", "bbbbbbbbbbbb"), strict=True)
+    ):
+        metrics["recipe_fingerprint"], metrics["departures"] = fp, []
+        (tmp_path / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    assert sorted(write_report(tmp_path)["table"]) == [
+        "P3M-Net (ResNet-34-mp) (recipe aaaaaaaaaaaa)",
+        "P3M-Net (ResNet-34-mp) (recipe bbbbbbbbbbbb)",
+    ]

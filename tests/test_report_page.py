@@ -27,11 +27,8 @@ from tests.report_sweeps import SYNTHETIC, data_config, tiny_dim, tiny_gfm, writ
 
 SETS = ("P3M-500-P", "P3M-500-NP")
 CELLS = {"B:B": "P3M-500-P", "B:N": "P3M-500-NP", "N:B": "P3M-500-P", "N:N": "P3M-500-NP"}
-RECIPE = {
-    "name": "dim",
-    "sources": ["DIM paper §4", "mmagic dim config"],
-    "departures": ["batch 2 (our choice: a CPU test)"],
-}
+RECIPE = {"name": "dim", "sources": ["DIM paper §4", "mmagic dim config"]}
+DEPARTURES = ["batch 2 (our choice: a CPU test)"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -59,9 +56,12 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 for s in SETS
                 for name, sad in zip(_names(data_root, s), per_run[method], strict=True)
             }
-            recipe = RECIPE if (method, training) == ("dim", "B") else None
+            cited = (method, training) == ("dim", "B")
+            recipe, departures = (RECIPE, DEPARTURES) if cited else (None, None)
             folder = root / f"{method}_{training}"
-            write_run(folder, net, method, training, data, per_image, recipe=recipe)
+            write_run(
+                folder, net, method, training, data, per_image, recipe=recipe, departures=departures
+            )
     assert main([str(root), "--hardest", "1"]) == 0
     return {"root": root, "data_root": data_root, "hardest": hardest}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from p3m_lightning.metrics import FACE_METRIC_NAMES, METRIC_NAMES
 from p3m_lightning.models.checkpoint import load_model
+from p3m_lightning.recipe import fingerprint
 from p3m_lightning.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,8 +110,23 @@ def test_ppt_experiment_smoke_on_synthetic(tmp_path: Path, data_root: Path, expe
     result = train(cfg)
     assert result["ppt_train"] == experiment[4].upper()
     assert result["init"] == "scratch" and "from_scratch" in cfg.tags
-    for test_set in ("P3M-500-P", "P3M-500-NP", "P3M-500-NP-B"):
-        assert result["after"][f"test/{test_set}/sad"] > 0
+    sets = ("P3M-500-P", "P3M-500-NP", "P3M-500-NP-B")
+    assert {key.split("/")[1] for key in result["after"]} == set(sets)
+    for test_set in sets:
+        figures = {
+            key.rsplit("/", 1)[1]: value
+            for key, value in result["after"].items()
+            if key.startswith(f"test/{test_set}/")
+        }
+        # Every metric of every test set, finite; the face region's where the set has faces.
+        assert set(figures) - {"n_images", *METRIC_NAMES} in (set(), set(FACE_METRIC_NAMES))
+        assert set(figures) >= {"n_images", *METRIC_NAMES}, test_set
+        assert all(math.isfinite(value) for value in figures.values()), figures
+        assert figures["n_images"] == cfg.data.synthetic.n_val
+    assert "test/P3M-500-P/sad_face" in result["after"]  # its face masks are in the tree
+    # Not started through Hydra: the departure the config itself says.
+    assert result["departures"] == ["from_scratch=true"] and result["overrides"] is None
+    assert result["recipe_fingerprint"] == fingerprint(result["recipe"])
 
 
 def test_train_writes_checkpoint_metrics_and_learns_something(tmp_path, data_root) -> None:
@@ -127,6 +145,33 @@ def test_train_writes_checkpoint_metrics_and_learns_something(tmp_path, data_roo
     assert saved["batch"]["effective"] == saved["batch"]["per_device"] == 2
     assert (out / "config.yaml").is_file()
     assert not load_model(result["last_checkpoint"]).training
+
+
+def test_an_evaluation_only_run_tests_the_checkpoint_it_names(tmp_path, data_root) -> None:
+    cfg = tiny(tmp_path, data_root, "experiment=ppt_b", "train=false", "validate_before=false")
+    torch.manual_seed(5)  # not the run's seed: the figures are those of the file's weights
+    weights = instantiate(cfg.model).net.state_dict()
+    path = tmp_path / "trained_elsewhere.pth"
+    torch.save(weights, path)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(path)
+    result = train(cfg)
+    assert result["evaluated_checkpoint"] == {"path": str(path), "architecture": "p3m_net"}
+    assert result["init"] == f"checkpoint:{path}"
+    assert result["headline"] == (
+        f"after: test sets, the weights of {path} (evaluated, not trained in this run)"
+    )
+    assert result["last_checkpoint"] is None and result["before"] == {}
+    assert result["departures"] == [f"train=false (evaluates {path})"]
+    task = instantiate(cfg.model)
+    task.net.load_state_dict(weights)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    expected: dict[str, float] = {}
+    for per_set in trainer.test(task, datamodule=instantiate(cfg.data), verbose=False):
+        expected.update(per_set)
+    assert expected and expected.keys() <= result["after"].keys()
+    for key, value in expected.items():
+        assert result["after"][key] == pytest.approx(value, rel=1e-6), key
 
 
 @pytest.mark.slow
@@ -242,9 +287,17 @@ def test_ppt_sweep_and_report(tmp_path, data_root) -> None:
         timeout=300,
     )
     assert report.returncode == 0, report.stderr[-3000:]
+    job = json.loads(next(sweep.glob("*/metrics.json")).read_text())
+    assert "trainer.max_epochs=1" in job["departures"] and "from_scratch=true" in job["departures"]
+    assert "seed=1" in job["overrides"] or "seed=2" in job["overrides"]
     table = (tmp_path / "t" / "table.md").read_text()
-    assert "P3M-Net (ResNet-34-mp) [from scratch]" in table and "P3M-Net (paper)" in table
-    assert "±" in table
+    # Both trainings and both seeds of the one recipe in one row of the whole-image table
+    # (the face-region table follows it), which says how it departs.
+    table2 = table.split("Inside the face mask")[0]
+    (row,) = [line for line in table2.splitlines() if line.startswith("| P3M-Net (ResNet-34-mp) [")]
+    assert "data=synthetic" in row and "trainer.max_epochs=1" in row and "from_scratch=true" in row
+    assert "seed=" not in row and "data.root" not in row
+    assert "P3M-Net (paper)" in table and "±" in row
 
 
 @pytest.mark.slow
@@ -252,11 +305,12 @@ def test_ddp_with_fewer_test_images_than_processes(tmp_path, data_root) -> None:
     root = tmp_path / "one_image"
     one = [arg for arg in TINY_DATA if not arg.startswith("data.synthetic.n_val")]
     one.append("data.synthetic.n_val=1")
-    train(
-        compose_cfg(
-            tmp_path / "prepare", ["data=synthetic", "train=false", "test=false", *one], root
-        )
+    prepare = compose_cfg(
+        tmp_path / "prepare", ["data=synthetic", "train=false", "test=false", *one], root
     )
+    train(prepare)
+    checkpoint = tmp_path / "untrained.pth"
+    torch.save(instantiate(prepare.model).net.state_dict(), checkpoint)
     out = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -266,6 +320,7 @@ def test_ddp_with_fewer_test_images_than_processes(tmp_path, data_root) -> None:
         f"paths.root_dir={tmp_path}",
         f"data.root={root}",
         "train=false",
+        f"ckpt_path={checkpoint}",
         "validate_before=false",
         "callbacks.progress_bar=null",
         *one,
@@ -274,7 +329,11 @@ def test_ddp_with_fewer_test_images_than_processes(tmp_path, data_root) -> None:
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((out / "metrics.json").read_text())
-    single = compose_cfg(tmp_path / "single", ["train=false", "validate_before=false", *one], root)
+    single = compose_cfg(
+        tmp_path / "single",
+        ["train=false", f"ckpt_path={checkpoint}", "validate_before=false", *one],
+        root,
+    )
     expected = train(single)["after"]
     assert result["after"].keys() == expected.keys() and expected
     for key, value in expected.items():

@@ -126,6 +126,40 @@ class LoadedModel:
     channels_last: bool = False
 
 
+def _net_state(raw: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    """The network's tensors of a read checkpoint: a project checkpoint's ``net.*`` entries
+    (prefix removed), else the whole (published or bare) state dict."""
+    state = tensor_state(raw, path)
+    if isinstance(raw.get(ARCHITECTURE_KEY), dict) or isinstance(raw.get(LEGACY_ARCH_KEY), dict):
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+    return state
+
+
+def load_weights(net: nn.Module, path: str | Path) -> str:
+    """Load the weights of checkpoint ``path`` into ``net`` in place, strictly: a checkpoint of
+    this project (Lightning's ``last.ckpt``, ...) or a published / bare state dict of ``net``'s
+    architecture (its authors' names, as ``load_checkpoint`` reads them).
+
+    Returns:
+        The architecture's registered name.
+
+    Raises:
+        FileNotFoundError, CheckpointError: no such file, unreadable or unsafe, a checkpoint
+            of another architecture (named), or names and shapes that do not match.
+    """
+    raw = read_checkpoint(path)
+    name = architecture_of(net).name
+    record = raw.get(ARCHITECTURE_KEY)
+    if isinstance(record, dict) and record.get("name") != name:
+        raise CheckpointError(
+            f"{path}: a checkpoint of the {record.get('name')} architecture, and this run "
+            f"builds {name}; choose the model config it was trained with (model=...)"
+        )
+    state = get_architecture(name).from_published(_net_state(raw, path))
+    load_state_into(net, state, str(path), "P3M-Net" if name == DEFAULT_ARCHITECTURE else name)
+    return name
+
+
 def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
@@ -155,10 +189,8 @@ def load_checkpoint(
     raw = read_checkpoint(path, map_location)
     record = raw.get(ARCHITECTURE_KEY)
     legacy = raw.get(LEGACY_ARCH_KEY)
-    state = tensor_state(raw, path)
+    state = _net_state(raw, path)
     strategy = None
-    if isinstance(record, dict) or isinstance(legacy, dict):
-        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     if net is not None:
         name = architecture_of(net).name
     elif isinstance(record, dict):

@@ -12,6 +12,7 @@ Every encoder is an ``nn.Module`` with the same small interface:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ class ResNet34MP(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if weights_path is not None:
-            load_imagenet_weights(self, weights_path)
+            self.backbone_weights = load_imagenet_weights(self, weights_path)
         elif pretrained:
             from torchvision.models import ResNet34_Weights
 
@@ -198,7 +199,7 @@ class TimmEncoder(nn.Module):
             **self.model_kwargs,
         )
         if weights_path is not None:
-            load_imagenet_weights(self.model, weights_path)
+            self.backbone_weights = load_imagenet_weights(self.model, weights_path)
         timm_channels = list(self.model.feature_info.channels())
         self.nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
         has_stride2 = wanted[0] == 2
@@ -241,27 +242,143 @@ def build_encoder(config: dict[str, Any]) -> nn.Module:
     raise ValueError(f"unknown encoder type {kind!r}; expected 'resnet34_mp' or 'timm'")
 
 
-def load_imagenet_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a local ImageNet classification checkpoint into an encoder.
+@dataclass(frozen=True)
+class BackboneWeights:
+    """What a backbone weight file gave a network (the run's recorded ``init``).
+
+    A network that loaded one keeps it as ``backbone_weights`` on the module loaded into
+    (`loaded_backbone` finds it).
+
+    Attributes:
+        path: the file.
+        loaded: tensors taken from it.
+        expected: tensors of the backbone; a file that covers fewer is refused.
+    """
+
+    path: str
+    loaded: int
+    expected: int
+
+    def describe(self) -> str:
+        """``imagenet:<file> (backbone 318/318 tensors)``."""
+        return f"imagenet:{self.path} (backbone {self.loaded}/{self.expected} tensors)"
+
+
+def read_backbone_state(
+    path: str | Path, keys: tuple[str, ...] = ("state_dict", "model")
+) -> dict[str, torch.Tensor]:
+    """The tensors of a backbone weight file, read with ``weights_only`` (`read_checkpoint`):
+    the first of ``keys`` that holds a dict, else the file itself, ``module.`` prefixes
+    (DataParallel) stripped.
+
+    Raises:
+        FileNotFoundError, CheckpointError: no such file, or not a readable checkpoint.
+    """
+    raw = read_checkpoint(path)
+    for key in keys:
+        if isinstance(raw.get(key), dict):
+            raw = raw[key]
+            break
+    return {k.removeprefix("module."): v for k, v in raw.items() if torch.is_tensor(v)}
+
+
+def widen_input(
+    state: dict[str, torch.Tensor], name: str, target: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``state`` with the first conv ``name`` zero-padded along its input channels to
+    ``target``'s shape: an RGB backbone for a network that also takes a trimap (or more), the
+    extra channels starting at zero as the methods' own trainings do. Unchanged where ``name``
+    is absent or has another shape than ``(out, c < in, k, k)`` of ``target``."""
+    weight = state.get(name)
+    if weight is None or weight.dim() != target.dim() or weight.shape[1] >= target.shape[1]:
+        return state
+    if weight.shape[0] != target.shape[0] or weight.shape[2:] != target.shape[2:]:
+        return state
+    widened = torch.zeros_like(target)
+    widened[:, : weight.shape[1]] = weight
+    return {**state, name: widened}
+
+
+def load_backbone(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    path: str | Path,
+    expected_file: str,
+    parts: tuple[str, ...] | None = None,
+) -> BackboneWeights:
+    """Load a backbone's weights into ``module``, refusing a file that does not cover it.
+
+    The backbone is every tensor of ``module``'s state dict (BatchNorm's
+    ``num_batches_tracked`` counters aside), or of its top-level submodules ``parts``. Each
+    must be in ``state`` with its shape: a file that covers only some (another architecture
+    sharing a few names) would leave the rest at random and still claim ImageNet weights.
+    Tensors of ``state`` outside the backbone (a classifier head) are ignored.
+
+    Args:
+        module: the module whose names ``state`` uses.
+        state: the file's tensors, already in ``module``'s names (`read_backbone_state`, plus
+            the method's renaming or `widen_input`).
+        path: the file, for messages and the record.
+        expected_file: what the file should be, for the message (``"a torchvision ResNet-50
+            state dict"``).
+        parts: top-level submodule names that form the backbone; default all of ``module``.
+
+    Returns:
+        What was loaded (keep it as ``module.backbone_weights``).
+
+    Raises:
+        CheckpointError: naming the file, how many backbone tensors it lacks or mis-shapes,
+            and the first of them.
+    """
+    own = module.state_dict()
+    expected = [
+        k
+        for k in own
+        if not k.endswith("num_batches_tracked") and (parts is None or k.split(".")[0] in parts)
+    ]
+    missing = [k for k in expected if k not in state]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or misshaped:
+        covered = len(expected) - len(missing) - len(misshaped)
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing, first {missing[:5]}")
+        if misshaped:
+            problems.append(f"{len(misshaped)} of the wrong shape, first {misshaped[:5]}")
+        raise CheckpointError(
+            f"{path}: does not cover the backbone of {type(module).__name__}: it has "
+            f"{covered} of its {len(expected)} tensors ({'; '.join(problems)}). Expected "
+            f"{expected_file}."
+        )
+    module.load_state_dict({k: state[k] for k in expected}, strict=False)
+    return BackboneWeights(str(path), len(expected), len(expected))
+
+
+def load_imagenet_weights(module: nn.Module, path: str | Path) -> BackboneWeights:
+    """Load a local ImageNet classification checkpoint into an encoder (`load_backbone` over
+    the whole encoder).
 
     Accepts a bare state dict or one wrapped under ``state_dict`` / ``model``, with or without
     a ``module.`` prefix (DataParallel). Keys the encoder does not have (e.g. a classifier head
-    of a timm model) are ignored; encoder keys the file lacks raise an error naming them.
+    of a timm model) are ignored; encoder tensors the file lacks or mis-shapes raise an error
+    naming them.
     """
-    state = read_checkpoint(path)
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = module.state_dict()
-    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
-    if missing:
-        raise CheckpointError(
-            f"{path}: not an ImageNet checkpoint for this encoder; {len(missing)} weights are "
-            f"missing, e.g. {missing[:5]}"
-        )
-    shaped = {k: v for k, v in state.items() if k in own}
-    wrong = [k for k, v in shaped.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if wrong:
-        raise CheckpointError(f"{path}: weights with the wrong shape: {wrong[:10]}")
-    module.load_state_dict(shaped, strict=False)
+    return load_backbone(
+        module,
+        read_backbone_state(path),
+        path,
+        f"an ImageNet state dict with the names of {type(module).__name__}",
+    )
+
+
+def loaded_backbone(net: nn.Module) -> BackboneWeights | None:
+    """The backbone weights ``net`` was built with, if a module of it loaded some."""
+    for module in net.modules():
+        weights = getattr(module, "backbone_weights", None)
+        if isinstance(weights, BackboneWeights):
+            return weights
+    return None

@@ -9,9 +9,10 @@ import zipfile
 import pytest
 import torch
 
+from p3m_lightning.methods.gfm.network import GFMNet
 from p3m_lightning.methods.p3m_net.network import OUTPUTS, P3MNet
 from p3m_lightning.methods.p3m_net.published import save_published, to_published
-from p3m_lightning.models.checkpoint import load_model
+from p3m_lightning.models.checkpoint import architecture_record, load_model, load_weights
 from p3m_lightning.models.encoders import TimmEncoder
 from p3m_lightning.models.safe_load import CheckpointError
 
@@ -146,3 +147,24 @@ def test_key_problems_are_reported_by_name(tmp_path, golden_state) -> None:
     assert "missing keys: decoder_final_l.bias" in message
     assert "unexpected keys: tfi_3.extra.weight" in message
     assert "decoder0_g.0.weight (64, 64, 1, 1) != (64, 64, 3, 3)" in message
+
+
+def test_load_weights_fills_a_built_network_from_each_format(tmp_path, golden_checkpoint) -> None:
+    published = load_model(golden_checkpoint)
+    net = P3MNet()
+    assert load_weights(net, golden_checkpoint) == "p3m_net"
+    for name, value in published.state_dict().items():
+        assert torch.equal(net.state_dict()[name], value), name
+    # A project (Lightning) checkpoint: `net.*` entries and the architecture record.
+    torch.manual_seed(2)
+    gfm = GFMNet(width=8)
+    project = tmp_path / "last.ckpt"
+    state = {f"net.{k}": v for k, v in gfm.state_dict().items()}
+    torch.save({"state_dict": state, "architecture": architecture_record(gfm)}, project)
+    into = GFMNet(width=8)
+    assert load_weights(into, project) == "gfm"
+    assert all(torch.equal(v, gfm.state_dict()[k]) for k, v in into.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"last.ckpt: a checkpoint of the gfm architecture"):
+        load_weights(P3MNet(), project)
+    with pytest.raises(CheckpointError, match="last.ckpt: does not match the gfm architecture"):
+        load_weights(GFMNet(width=4), project)

@@ -120,7 +120,12 @@ def test_adam_steps_lower_the_loss(adam_losses) -> None:
     model = GFMNet(width=4).train()
     loss_fn = GFMLoss()
     batch = tiny_batch(64)
-    losses = adam_losses(model, loss_fn, batch, steps=5)
+    # 15 steps, not 5: the first steps oscillate. After 5 the ratio was 0.87 at 1 and 2 threads
+    # here, 0.75-0.89 with the start perturbed by 1e-5, and 0.906 on a 2-core AVX2 Xeon (the
+    # 0.9 bound failed there). After 15 it is 0.53 at 1 and 2 threads, AVX2 or AVX-512
+    # kernels, 0.45-0.56 with the start perturbed by 1e-5 to 1e-3, and 0.37-0.80 over 8 other
+    # seeds: below 0.9 by 0.1 even for another initialisation.
+    losses = adam_losses(model, loss_fn, batch, steps=15)
     assert losses[-1] < 0.9 * losses[0]
 
 

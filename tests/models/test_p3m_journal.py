@@ -135,7 +135,11 @@ def test_adam_steps_lower_the_p3m_loss(backbone: str) -> None:
     loss_fn = P3MLoss()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
-    for _ in range(6):
+    # 14 steps, not 6: after 6 the ViTAE-S ratio was 0.83-0.87 over thread counts, AVX2 and
+    # AVX-512 kernels and 1e-5 perturbations of the start, too near 0.9 (after 10: 0.69-0.79).
+    # After 14 it is 0.59-0.65 over threads and kernels, 0.57-0.67 under 1e-3 perturbations of
+    # the start, at most 0.81 from other seeds (Swin-T: 0.37-0.39 over threads and kernels).
+    for _ in range(14):
         out = model(batch["image"])
         loss = loss_fn(out, batch)["loss"]
         optimizer.zero_grad()
@@ -181,7 +185,9 @@ def test_imagenet_weights_load_from_a_local_file(backbone: str, tmp_path: Path) 
         assert torch.equal(value, state[name]), name
     del state[next(iter(state))]
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="missing keys: (layers.0.RC|patch_embed).proj1"):
+    with pytest.raises(
+        CheckpointError, match=r"1 missing, first \[.(layers.0.RC|patch_embed).proj1"
+    ):
         P3MJournalNet(backbone, SMALL[backbone], pretrained_path=str(path))
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state, widen_input
 from p3m_lightning.models.layers import ASPP, conv_bn_relu
 from p3m_lightning.models.trimap_guided import trimap_guided
 
@@ -85,17 +86,10 @@ class AlphaGANGenerator(nn.Module):
         self.encoder.conv1 = nn.Conv2d(4, self.encoder.conv1.out_channels, 7, 2, 3, bias=False)
 
     def _load_pretrained(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        own = self.encoder.state_dict()
-        if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:
-            stem = torch.zeros_like(own["conv1.weight"])
-            stem[:, :3] = state["conv1.weight"]
-            state = {**state, "conv1.weight": stem}
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not usable:
-            raise ValueError(f"AlphaGANGenerator: {path} holds no torchvision ResNet-50 weights.")
-        self.encoder.load_state_dict(usable, strict=False)
+        state = widen_input(read_backbone_state(path), "conv1.weight", self.encoder.conv1.weight)
+        self.encoder.backbone_weights = load_backbone(
+            self.encoder, state, path, "a torchvision ResNet-50 state dict (conv1.weight, ...)"
+        )
 
     def forward(self, image: Tensor, trimap: Tensor) -> dict[str, Tensor]:
         """Predict alpha.

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state, widen_input
 from p3m_lightning.models.trimap_guided import trimap_guided
 
 __all__ = ["DIMNet"]
@@ -157,21 +158,19 @@ class DIMNet(nn.Module):
             self._load_pretrained(pretrained_path)
 
     def _load_pretrained(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        own = self.backbone.encoder.state_dict()
-        first = "layer1.0.weight"
-        if first in state and state[first].shape[1] == 3:
-            padded = torch.zeros_like(own[first])
-            padded[:, :3] = state[first]
-            state = {**state, first: padded}
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not usable:
-            raise ValueError(
-                f"DIMNet: {path} holds no VGG-16 weights named like 'layer1.0.weight'; "
-                "pass an encoder state dict with mmagic's VGG16 names."
-            )
-        self.backbone.encoder.load_state_dict(usable, strict=False)
+        encoder = self.backbone.encoder
+        state = widen_input(read_backbone_state(path), "layer1.0.weight", encoder.layer1[0].weight)
+        # VGG-16's 13 convolutions are the backbone; the 1x1 conv6 is taken when the file
+        # has it (mmagic's converted weights), else it keeps its Xavier start.
+        parts = ("layer1", "layer2", "layer3", "layer4", "layer5")
+        parts += ("conv6",) if "conv6.weight" in state else ()
+        encoder.backbone_weights = load_backbone(
+            encoder,
+            state,
+            path,
+            "a VGG-16 state dict in mmagic's names (layer1.0.weight, ...)",
+            parts,
+        )
 
     def forward(self, image: Tensor, trimap: Tensor) -> dict[str, Tensor]:
         """Predict alpha.

@@ -22,6 +22,7 @@ from p3m_lightning.methods.fba.blocks import (
     two_channel_trimap,
 )
 from p3m_lightning.models.contract import check_divisible
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state, widen_input
 from p3m_lightning.models.trimap_guided import trimap_guided
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -136,21 +137,13 @@ class FBANet(nn.Module):
             self._load_pretrained(pretrained_path)
 
     def _load_pretrained(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = self.encoder.state_dict()
-        if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:
-            stem = torch.zeros_like(own["conv1.weight"])
-            stem[:, :3] = state["conv1.weight"]
-            state["conv1.weight"] = stem
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not usable:
-            raise ValueError(
-                f"FBANet: {path} holds no ResNet-50 weights with torchvision-style names "
-                "('conv1.weight', 'layer1.0.conv1.weight', ...); pass a GN+WS ResNet-50 state dict."
-            )
-        self.encoder.load_state_dict(usable, strict=False)
+        state = widen_input(read_backbone_state(path), "conv1.weight", self.encoder.conv1.weight)
+        self.encoder.backbone_weights = load_backbone(
+            self.encoder,
+            state,
+            path,
+            "a GN+WS ResNet-50 state dict with torchvision-style names (conv1.weight, ...)",
+        )
 
     def forward(self, image: Tensor, trimap: Tensor) -> dict[str, Tensor]:
         """Predict alpha, foreground and background.

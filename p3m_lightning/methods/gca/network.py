@@ -22,6 +22,7 @@ from p3m_lightning.methods.gca.blocks import (
     sn_conv,
     sn_deconv,
 )
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state, widen_input
 
 __all__ = ["GCANet", "trimap_classes", "trimap_guided_gca", "trimap_one_hot"]
 
@@ -256,22 +257,23 @@ class GCANet(nn.Module):
                 m.power_iteration(20)
 
     def _load_pretrained(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = self.encoder.state_dict()
-        conv1 = "conv1.module.weight_bar"
-        if conv1 in state and state[conv1].shape[1] == 3:
-            padded = torch.zeros_like(own[conv1])
-            padded[:, :3] = state[conv1]
-            state[conv1] = padded
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not usable:
-            raise ValueError(
-                f"GCANet: {path} holds no encoder weights with GCA names "
-                "(e.g. 'conv1.module.weight_bar'); pass the official ResNet-34 encoder file."
-            )
-        self.encoder.load_state_dict(usable, strict=False)
+        conv1 = self.encoder.conv1.module
+        state = widen_input(read_backbone_state(path), "conv1.module.weight_bar", conv1.weight_bar)
+        # As the official loader: the spectral norm's v of conv1 (one entry per input channel
+        # and kernel tap) is widened with zeros too, so sigma stays the RGB file's.
+        v = state.get("conv1.module.weight_v")
+        if v is not None and v.numel() < conv1.weight_v.numel():
+            widened = torch.zeros_like(conv1.weight_v)
+            widened[: v.numel()] = v
+            state = {**state, "conv1.module.weight_v": widened}
+        self.encoder.backbone_weights = load_backbone(
+            self.encoder,
+            state,
+            path,
+            "the official ImageNet ResNet-34-D encoder (model_best_resnet34_En_nomixup.pth)",
+            ("conv1", "conv2", "conv3", "bn1", "bn2", "bn3", "layer1", "layer2", "layer3")
+            + ("layer_bottleneck",),
+        )
 
     def forward(self, image: Tensor, trimap: Tensor) -> dict[str, Tensor]:
         """Predict alpha.

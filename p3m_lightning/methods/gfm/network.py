@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m_lightning.models.contract import check_divisible
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state
 from p3m_lightning.models.trimap_guided import fuse
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -177,8 +178,12 @@ class GFMNet(nn.Module):
 
         self.resnet = ResNet34(w)
         if pretrained_path is not None:
-            state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-            self.resnet.load_state_dict(state)
+            self.resnet.backbone_weights = load_backbone(
+                self.resnet,
+                read_backbone_state(pretrained_path),
+                pretrained_path,
+                "a torchvision ResNet-34 state dict",
+            )
         # The reference registers the same ResNet modules twice (as ``resnet.*`` and as
         # ``encoder*``), so its checkpoints carry both names; sharing the modules keeps both.
         self.encoder0 = nn.Sequential(self.resnet.conv1, self.resnet.bn1, self.resnet.relu)

@@ -141,7 +141,7 @@ class HATTNet(nn.Module):
         )
         del self.encoder.fc
         if pretrained_path is not None:
-            load_imagenet_weights(self.encoder, pretrained_path)
+            self.encoder.backbone_weights = load_imagenet_weights(self.encoder, pretrained_path)
         low_in = self.encoder.layer1[-1].conv3.out_channels
         high_in = self.encoder.layer4[-1].conv3.out_channels
 

@@ -22,6 +22,7 @@ from p3m_lightning.methods.indexnet.blocks import (
     InvertedResidual,
     conv_bn,
 )
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state, widen_input
 from p3m_lightning.models.trimap_guided import trimap_guided
 
 __all__ = ["IndexNet"]
@@ -71,9 +72,9 @@ class IndexNet(nn.Module):
     (``alpha``).
 
     Args:
-        pretrained_path: optional local file of ImageNet MobileNetV2 weights with
-            torchvision-style ``features.N`` names; the 4th (trimap) input channel of the
-            first conv stays zero, as in the official code.
+        pretrained_path: optional local file of the official code's ImageNet MobileNetV2
+            (``features.N.conv.M`` names, every encoder tensor); the 4th (trimap) input
+            channel of the first conv stays zero, as in the official code.
     """
 
     inputs: ClassVar[tuple[str, ...]] = ("image", "trimap")
@@ -110,11 +111,9 @@ class IndexNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _load_pretrained(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = read_backbone_state(path)
         mapped = {}
-        # torchvision-style MobileNetV2 numbering: features.0 is the stem, features.k (k >= 1)
+        # MobileNetV2 numbering: features.0 is the stem, features.k (k >= 1)
         # the k-th inverted residual, counted across stages.
         stage_of = [(i, j) for i, (_, _, _, n) in enumerate(_STAGES, start=1) for j in range(n)]
         for key, value in state.items():
@@ -130,18 +129,15 @@ class IndexNet(nn.Module):
             else:
                 continue
             mapped[name] = value
-        if "layer0.0.weight" in mapped and mapped["layer0.0.weight"].shape[1] == 3:
-            stem = torch.zeros_like(self.layer0[0].weight)
-            stem[:, :3] = mapped["layer0.0.weight"]
-            mapped["layer0.0.weight"] = stem
-        own = self.state_dict()
-        usable = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
-        if not usable:
-            raise ValueError(
-                f"IndexNet: {path} holds no MobileNetV2 'features.N' weights matching IndexNet's "
-                "encoder; pass an ImageNet MobileNetV2 checkpoint with torchvision-style names."
-            )
-        self.load_state_dict(usable, strict=False)
+        mapped = widen_input(mapped, "layer0.0.weight", self.layer0[0].weight)
+        self.backbone_weights = load_backbone(
+            self,
+            mapped,
+            path,
+            "the official code's ImageNet MobileNetV2 (mobilenetv2_1.0-f2a8633.pth.tar: "
+            "features.N.conv.M names; torchvision's MobileNetV2 has another block layout)",
+            tuple(f"layer{i}" for i in range(len(_STAGES) + 1)),
+        )
 
     def forward(self, image: Tensor, trimap: Tensor) -> dict[str, Tensor]:
         """Predict alpha.

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.models import DenseNet
 
 from p3m_lightning.models.contract import check_divisible
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state
 
 __all__ = ["LFNet", "late_fusion"]
 
@@ -156,17 +157,13 @@ class LFNet(nn.Module):
         )
 
     def _load_imagenet(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {_OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+        state = {_OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in read_backbone_state(path).items()}
         encoder = {
             k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
         }
-        if not encoder:
-            raise ValueError(
-                f"LFNet: {path} has no 'features.*' weights; pass torchvision's densenet201 "
-                "ImageNet state dict as pretrained_path."
-            )
-        self.encoder.load_state_dict(encoder)
+        self.encoder.backbone_weights = load_backbone(
+            self.encoder, encoder, path, "torchvision's densenet201 ImageNet state dict"
+        )
 
     def _encode(self, image: Tensor) -> list[Tensor]:
         """Features at strides 2, 4, 8, 16, 32 (after the stem's ReLU, dense blocks 1-3, norm5)."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m_lightning.models.contract import check_divisible
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state
 from p3m_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["MODNet", "MobileNetV2"]
@@ -272,8 +273,12 @@ class MODNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         if pretrained_path is not None:
-            state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-            self.backbone.model.load_state_dict(state)
+            self.backbone.model.backbone_weights = load_backbone(
+                self.backbone.model,
+                read_backbone_state(pretrained_path),
+                pretrained_path,
+                "the MobileNetV2 state dict of the official mobilenetv2_human_seg.ckpt",
+            )
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         """Predict the semantic map, the detail map and the fused alpha.

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
-
-from p3m_lightning.models.safe_load import CheckpointError, read_checkpoint
 
 
 class Mlp(nn.Module):
@@ -92,20 +88,6 @@ def _summarise(names: list[str]) -> str:
     return f"{shown}{' ...' if len(names) > 10 else ''} ({len(names)} in all)"
 
 
-def imagenet_backbone_state(path: str | Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Tensors of a backbone weight file: the first of ``keys`` present, else the file itself,
-    with a ``module.`` prefix stripped. Read with ``weights_only`` (``read_checkpoint``)."""
-    obj = read_checkpoint(path)
-    for key in keys:
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
 def match_problems(module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Missing, unexpected and mis-shaped keys of ``state`` against ``module``'s state dict."""
     own = module.state_dict()
@@ -124,13 +106,3 @@ def match_problems(module: nn.Module, state: dict[str, torch.Tensor]) -> list[st
     if misshaped:
         problems.append(f"mis-shaped keys: {_summarise(misshaped)}")
     return problems
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``module.load_state_dict(state)`` with every mismatch named in a ``CheckpointError``."""
-    problems = match_problems(module, state)
-    if problems:
-        raise CheckpointError(
-            f"{source}: does not match {type(module).__name__}; " + "; ".join(problems)
-        )
-    module.load_state_dict(state, strict=True)

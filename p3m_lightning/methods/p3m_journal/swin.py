@@ -26,10 +26,8 @@ from p3m_lightning.methods.p3m_journal.common import (
     Mlp,
     StemPool,
     TokenMerge,
-    imagenet_backbone_state,
-    match_problems,
 )
-from p3m_lightning.models.safe_load import CheckpointError
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state
 
 SWIN_T: dict[str, Any] = {
     "embed_dim": 96,
@@ -262,15 +260,10 @@ class SwinEncoder(nn.Module):
         Raises:
             CheckpointError: naming the missing or mis-shaped keys.
         """
-        state = imagenet_backbone_state(path, keys=("model", "state_dict", "state_dict_ema"))
-        own = self.state_dict()
-        problems = [p for p in match_problems(self, state) if not p.startswith("unexpected")]
-        if problems:
-            raise CheckpointError(
-                f"{path} (Swin-T ImageNet weights): does not match SwinEncoder; "
-                + "; ".join(problems)
-            )
-        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+        state = read_backbone_state(path, keys=("model", "state_dict", "state_dict_ema"))
+        self.backbone_weights = load_backbone(
+            self, state, path, "the released Swin-T ImageNet weights of this variant"
+        )
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -23,13 +23,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from p3m_lightning.methods.p3m_journal.common import (
-    Mlp,
-    StemPool,
-    TokenMerge,
-    imagenet_backbone_state,
-    load_strict,
-)
+from p3m_lightning.methods.p3m_journal.common import Mlp, StemPool, TokenMerge
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state
 
 # The released ViTAE-S of the journal code ("ViTAE_noRC_MaxPooling_bias_basic_stages4_14").
 VITAE_S: dict[str, Any] = {
@@ -265,13 +260,16 @@ class ViTAEEncoder(nn.Module):
         return dict(self.config)
 
     def load_imagenet(self, path: str) -> None:
-        """Load the released ViTAE-S ImageNet weights (``state_dict_ema`` of the file).
+        """Load the released ViTAE-S ImageNet weights (``state_dict_ema`` of the file); keys
+        this encoder does not have (the classifier head) are ignored.
 
         Raises:
-            CheckpointError: if names or shapes do not match (the message lists them).
+            CheckpointError: naming the encoder's missing or mis-shaped tensors.
         """
-        state = imagenet_backbone_state(path, keys=("state_dict_ema", "state_dict", "model"))
-        load_strict(self, state, f"{path} (ViTAE-S ImageNet weights)")
+        state = read_backbone_state(path, keys=("state_dict_ema", "state_dict", "model"))
+        self.backbone_weights = load_backbone(
+            self, state, path, "the released ViTAE-S ImageNet weights (state_dict_ema)"
+        )
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet50
 
 from p3m_lightning.models.contract import check_divisible
+from p3m_lightning.models.encoders import load_backbone, read_backbone_state
 from p3m_lightning.models.trimap_guided import trimap_levels
 
 __all__ = ["SHMNet"]
@@ -36,7 +37,13 @@ class _TNet(nn.Module):
         super().__init__()
         r = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
         if pretrained_path is not None:
-            r.load_state_dict(torch.load(pretrained_path, map_location="cpu", weights_only=True))
+            self.backbone_weights = load_backbone(
+                r,
+                read_backbone_state(pretrained_path),
+                pretrained_path,
+                "a torchvision ResNet-50 state dict",
+                ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"),
+            )
         self.backbone = nn.Sequential(*list(r.children())[:-2])
         self.pool_sizes = (1, 2, 3, 6)
         self.ppm = nn.ModuleList(
