@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from p3m_lightning.data.privacy import ON_NO_FACE, ON_PARTIAL
+from p3m_lightning.data.privacy import DETECTORS, ON_NO_FACE, ON_PARTIAL
 from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
 from p3m_lightning.panels import DisplayPrivacy, error_map, gray_to_rgb, shown_photo
 
@@ -66,6 +66,7 @@ class ImagePanelLogger(pl.Callback):
         obfuscation_method: ``blur``, ``mosaic`` or ``fill`` (see ``obfuscate_faces``).
         on_no_face: ``person``, ``head``, ``skip`` or ``error`` (see ``find_face_region``).
         use_detector: try the face detector before the fallback.
+        face_detector: which detector, ``mtcnn`` or ``haar`` (see ``detect_faces``).
         on_partial: ``person``, ``head`` or ``faces``: what is obfuscated besides the faces
             the detector finds (see ``find_face_region``).
         output_dir: folder to write PNG panels under; None writes none.
@@ -80,6 +81,7 @@ class ImagePanelLogger(pl.Callback):
         on_no_face: str = "person",
         use_detector: bool = True,
         on_partial: str = "person",
+        face_detector: str = "mtcnn",
         output_dir: str | os.PathLike | None = None,
         max_height: int = 256,
     ) -> None:
@@ -88,12 +90,15 @@ class ImagePanelLogger(pl.Callback):
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
         if on_partial not in ON_PARTIAL:
             raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
+        if face_detector not in DETECTORS:
+            raise ValueError(f"face_detector must be one of {DETECTORS}, got {face_detector!r}")
         self.num_images = num_images
         self.allow_unobfuscated = allow_unobfuscated
         self.obfuscation_method = obfuscation_method
         self.on_no_face = on_no_face
         self.use_detector = use_detector
         self.on_partial = on_partial
+        self.face_detector = face_detector
         self.sources: dict[str, str] = {}
         """``<set>/<image name>`` -> how its panel's face region was found (privacy report)."""
         self.output_dir = Path(output_dir) if output_dir is not None else None
@@ -122,6 +127,7 @@ class ImagePanelLogger(pl.Callback):
             self.on_no_face,
             self.use_detector,
             self.on_partial,
+            self.face_detector,
         )
         image, source = shown_photo(batch, privacy)
         if image is None:

@@ -14,7 +14,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from p3m_lightning.data.privacy import ON_NO_FACE, ON_PARTIAL, find_face_region, obfuscate_region
+from p3m_lightning.data.privacy import (
+    DETECTORS,
+    ON_NO_FACE,
+    ON_PARTIAL,
+    find_face_region,
+    obfuscate_region,
+)
 from p3m_lightning.imageio import alpha_to_uint8
 from p3m_lightning.normalization import rgb8
 
@@ -30,6 +36,8 @@ class DisplayPrivacy:
         use_detector: try the face detector before the ``on_no_face`` fallback.
         on_partial: what else is obfuscated when the detector finds faces (``person``,
             ``head`` or ``faces``: a face it missed must not stay clear).
+        detector: which face detector, ``mtcnn`` or ``haar``
+            (`p3m_lightning.data.face_detection.detect_faces`).
     """
 
     allow_unobfuscated: bool = False
@@ -37,12 +45,15 @@ class DisplayPrivacy:
     on_no_face: str = "person"
     use_detector: bool = True
     on_partial: str = "person"
+    detector: str = "mtcnn"
 
     def __post_init__(self) -> None:
         if self.on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {self.on_no_face!r}")
         if self.on_partial not in ON_PARTIAL:
             raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {self.on_partial!r}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -94,5 +105,6 @@ def shown_photo(
         on_no_face=privacy.on_no_face,
         on_partial=privacy.on_partial,
         use_detector=privacy.use_detector,
+        detector=privacy.detector,
     )
     return obfuscate_region(image, region, privacy.method), region.source

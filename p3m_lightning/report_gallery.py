@@ -32,7 +32,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image, ImageDraw, ImageFont
 
-from p3m_lightning.data.privacy import ON_PARTIAL
+from p3m_lightning.data.privacy import DETECTORS, ON_PARTIAL
 from p3m_lightning.imageio import alpha_to_uint8, write_png_atomic
 from p3m_lightning.panels import DisplayPrivacy, error_map, gray_to_rgb, shown_photo
 
@@ -135,7 +135,8 @@ def strictest_privacy(configs: Sequence[Mapping[str, Any]]) -> DisplayPrivacy:
     Photos are shown unobfuscated only when every run waives privacy explicitly; the detector is
     used only when every run uses it (without it every image gets the fallback); ``on_no_face``
     is the most cautious of the runs' (`ON_NO_FACE_ORDER`), and so is ``on_partial``
-    (``person`` before ``head`` before ``faces``); the method is the runs' common one, ``fill``
+    (``person`` before ``head`` before ``faces``); the detector is the one of best recall the
+    runs use (`DETECTORS`: ``mtcnn`` before ``haar``); the method is the runs' common one, ``fill``
     where they differ. A run without ``privacy`` has the defaults.
     """
     policies = [DisplayPrivacy(**dict(config.get("privacy") or {})) for config in configs]
@@ -148,6 +149,7 @@ def strictest_privacy(configs: Sequence[Mapping[str, Any]]) -> DisplayPrivacy:
         on_no_face=max((p.on_no_face for p in policies), key=ON_NO_FACE_ORDER.index),
         use_detector=all(p.use_detector for p in policies),
         on_partial=min((p.on_partial for p in policies), key=ON_PARTIAL.index),
+        detector=min((p.detector for p in policies), key=DETECTORS.index),
     )
 
 

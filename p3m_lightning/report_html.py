@@ -204,7 +204,7 @@ def _gallery_section(gallery: Gallery, page_dir: Path) -> str:
         shown = (
             f"face-obfuscated ({privacy.method}) as the runs' image panels are: inside the set's "
             "face masks, else around the faces the detector finds"
-            + ("" if privacy.use_detector else " (detector off)")
+            + (f" ({privacy.detector})" if privacy.use_detector else " (detector off)")
             + f", else by the fallback on_no_face={privacy.on_no_face}"
         )
     else:

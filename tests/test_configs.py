@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -70,6 +71,22 @@ def test_option_composes_and_instantiates(tmp_path: Path, group: str, option: st
     assert isinstance(trainer, pl.Trainer)
     if group == "logger" and option == "none":
         assert loggers == [] and trainer.loggers == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "detector"), [([], "mtcnn"), (["privacy.detector=haar"], "haar")]
+)
+def test_privacy_detector_reaches_the_data_and_the_panels(
+    tmp_path: Path, overrides: list[str], detector: str
+) -> None:
+    cfg = _compose(tmp_path, overrides)
+    assert instantiate(cfg.data).obfuscator.detector == detector
+    assert instantiate(cfg.callbacks.image_panels).face_detector == detector
+    wrong = _compose(tmp_path, ["privacy.detector=yolo"])
+    with pytest.raises(InstantiationException, match="detector must be one of"):
+        instantiate(wrong.data)
+    with pytest.raises(InstantiationException, match="face_detector must be one of"):
+        instantiate(wrong.callbacks.image_panels)
 
 
 @pytest.mark.slow

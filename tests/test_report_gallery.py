@@ -60,6 +60,12 @@ def test_photos_of_several_runs_get_the_most_cautious_privacy() -> None:
     assert strictest(DEFAULTS, {**DEFAULTS, "on_no_face": "skip"}).on_no_face == "skip"
     assert not strictest(DEFAULTS, {**DEFAULTS, "use_detector": False}).use_detector
     assert strictest({**DEFAULTS, "on_no_face": "error"}, DEFAULTS).on_no_face == "error"
+    # The detector of best recall that any of the runs uses.
+    haar = {**DEFAULTS, "detector": "haar"}
+    assert strictest(haar, DEFAULTS).detector == "mtcnn"
+    assert strictest(haar, haar).detector == "haar"
+    with pytest.raises(ValueError, match="detector must be one of"):
+        strictest({**DEFAULTS, "detector": "yolo"})
 
 
 @pytest.fixture(scope="module")

@@ -181,6 +181,8 @@ class P3MDataModule(pl.LightningDataModule):
             finds no face: ``person``, ``head``, ``skip`` or ``error``
             (`p3m_lightning.data.privacy.find_face_region`).
         use_detector: try the face detector before that fallback.
+        face_detector: which detector, ``mtcnn`` or ``haar``
+            (`p3m_lightning.data.face_detection.detect_faces`).
         on_partial: what is obfuscated besides the faces the detector finds: ``person``,
             ``head`` or ``faces`` (`p3m_lightning.data.privacy.ON_PARTIAL`).
         val_split: training images held out (seeded by ``seed``, disjoint from the training
@@ -220,6 +222,7 @@ class P3MDataModule(pl.LightningDataModule):
         on_no_face: str = "person",
         use_detector: bool = True,
         on_partial: str = "person",
+        face_detector: str = "mtcnn",
         max_eval_images: int | None = None,
         generated_trimaps: bool = False,
         eval_backgrounds: bool = False,
@@ -245,7 +248,9 @@ class P3MDataModule(pl.LightningDataModule):
         self.fgbg = fgbg
         self.verify = verify
         self.normal_train_dir = Path(normal_train_dir) if normal_train_dir else None
-        self.obfuscator = FaceObfuscator(obfuscation_method, on_no_face, use_detector, on_partial)
+        self.obfuscator = FaceObfuscator(
+            obfuscation_method, on_no_face, use_detector, on_partial, face_detector
+        )
         self.max_eval_images = max_eval_images
         self.generated_trimaps = generated_trimaps
         self.eval_backgrounds = eval_backgrounds

@@ -1,22 +1,21 @@
-"""Face detection and face obfuscation, the privacy side of P3M-10k.
+"""Face obfuscation, the privacy side of P3M-10k.
 
 P3M-10k ships its training and P3M-500-P images with the faces blurred. This module reproduces
 that look on new images (`obfuscate_faces`), either from a given face mask (the P3M-10k
-``facemask/*.png``) or from faces it finds itself (`detect_faces`, OpenCV's bundled Haar
-cascades), and lets `p3m_lightning.data.audit` check that a split really shows no face.
+``facemask/*.png``) or from the faces `detect_faces` finds (`p3m_lightning.data.face_detection`:
+MTCNN, or OpenCV's Haar cascades), and decides, failing closed, which region of an image must
+be obfuscated (`find_face_region`).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-Box = tuple[int, int, int, int]
+from p3m_lightning.data.face_detection import DETECTORS, check_image, detect_faces
 
 METHODS = ("blur", "mosaic", "fill")
 
@@ -26,120 +25,15 @@ METHODS = ("blur", "mosaic", "fill")
 # leave no facial feature resolved.
 DEFAULT_STRENGTH = {"blur": 0.1, "mosaic": 0.2}
 
-_FRONTAL = "haarcascade_frontalface_default.xml"
-_PROFILE = "haarcascade_profileface.xml"
-
-
-@functools.lru_cache(maxsize=1)
-def _cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
-    """Load the frontal and profile Haar cascades once per process.
-
-    Raises:
-        FileNotFoundError: If this OpenCV build does not bundle the cascades.
-    """
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    loaded = []
-    for name in (_FRONTAL, _PROFILE):
-        path = os.path.join(folder, name) if folder else None
-        cascade = cv2.CascadeClassifier(path) if path and os.path.isfile(path) else None
-        if cascade is None or cascade.empty():
-            raise FileNotFoundError(
-                f"OpenCV {cv2.__version__} has no bundled Haar cascade {name!r} (looked in "
-                f"{folder!r}); OpenCV 5 dropped them: install opencv-python-headless<5"
-            )
-        loaded.append(cascade)
-    return loaded[0], loaded[1]
-
-
-def _check_image(image: np.ndarray) -> None:
-    """Raise a ValueError unless ``image`` is an HxWx3 uint8 array."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        got = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got dtype {got}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape}")
-
-
-def _suppress_duplicates(boxes: list[Box], overlap: float = 0.5) -> list[Box]:
-    """Keep the larger of any two boxes that mostly cover each other.
-
-    The three cascade passes often find the same face; one face should count once.
-    """
-    kept: list[Box] = []
-    for box in sorted(boxes, key=lambda b: b[2] * b[3], reverse=True):
-        x, y, w, h = box
-        duplicate = False
-        for kx, ky, kw, kh in kept:
-            iw = min(x + w, kx + kw) - max(x, kx)
-            ih = min(y + h, ky + kh) - max(y, ky)
-            if iw > 0 and ih > 0 and iw * ih > overlap * w * h:
-                duplicate = True
-                break
-        if not duplicate:
-            kept.append(box)
-    return kept
-
-
-def detect_faces(
-    image: np.ndarray,
-    min_size: int = 24,
-    *,
-    min_neighbors: int = 5,
-    max_side: int | None = 1024,
-) -> list[Box]:
-    """Find faces with OpenCV's frontal and profile (both directions) Haar cascades.
-
-    Args:
-        image: HxWx3 uint8 RGB image.
-        min_size: Smallest face side, in pixels of ``image``, to look for.
-        min_neighbors: Overlapping detections a face needs; lower finds more faces and more
-            false ones.
-        max_side: Images whose long side exceeds this are searched at this size (boxes are
-            returned in ``image`` coordinates); this keeps full-size P3M-10k images (~1080 x
-            1440) fast, their faces being hundreds of pixels wide. None searches at full size.
-
-    Returns:
-        Boxes ``(x, y, w, h)`` in pixels, one per face, largest first.
-
-    Raises:
-        ValueError: If ``image`` is not an HxWx3 uint8 array.
-        FileNotFoundError: If OpenCV lacks its bundled cascades (OpenCV 5).
-    """
-    _check_image(image)
-    frontal, profile = _cascades()
-    height, width = image.shape[:2]
-    scale = 1.0
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    if max_side is not None and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        gray = cv2.resize(
-            gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
-        )
-    # Equalising makes the cascades' contrast features work on dim or washed-out portraits.
-    gray = cv2.equalizeHist(gray)
-    side = max(1, round(min_size * scale))
-    params = {"scaleFactor": 1.1, "minNeighbors": min_neighbors, "minSize": (side, side)}
-
-    found = [*frontal.detectMultiScale(gray, **params), *profile.detectMultiScale(gray, **params)]
-    # The profile cascade only knows faces looking one way; the mirror image covers the other.
-    mirror_width = gray.shape[1]
-    for x, y, w, h in profile.detectMultiScale(np.ascontiguousarray(gray[:, ::-1]), **params):
-        found.append((mirror_width - x - w, y, w, h))
-
-    boxes: list[Box] = [
-        (round(x / scale), round(y / scale), round(w / scale), round(h / scale))
-        for x, y, w, h in (map(int, box) for box in found)
-    ]
-    return _suppress_duplicates(boxes)
-
 
 def face_mask_from_boxes(
     shape: Sequence[int], boxes: Sequence[Sequence[int]], margin: float = 0.15
 ) -> np.ndarray:
     """Draw a filled ellipse over each face box, the box grown by ``margin`` on every side.
 
-    Haar boxes run from the brows to below the mouth and are tight at the cheeks; the margin
-    (a fraction of the box's width/height added on each side) takes in forehead, chin and ears.
+    Detector boxes are tight at the cheeks (Haar's also run only from the brows to below the
+    mouth, MTCNN's from the forehead to the chin); the margin (a fraction of the box's
+    width/height added on each side) takes in forehead, chin and ears.
 
     Args:
         shape: Image shape; only the first two entries (H, W) are used.
@@ -225,7 +119,7 @@ def obfuscate_faces(
         ValueError: On an unknown method, a non-positive strength, or an image or mask of the
             wrong dtype or shape.
     """
-    _check_image(image)
+    check_image(image)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     if strength is None:
@@ -281,6 +175,16 @@ HEAD_FRACTION = 0.5
 """Share of the person's height, from the top of the silhouette, that the ``head`` fallback
 covers: generous for head-and-shoulders portraits (the head is about the top third) and still
 covering the head of an upright full-body shot."""
+
+
+def _check_policy(on_no_face: str, on_partial: str, detector: str) -> None:
+    """Raise a ValueError naming the setting that has no valid value."""
+    if on_no_face not in ON_NO_FACE:
+        raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+    if on_partial not in ON_PARTIAL:
+        raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
 
 
 class PrivacyError(RuntimeError):
@@ -355,6 +259,7 @@ def find_face_region(
     on_no_face: str = "person",
     on_partial: str = "person",
     use_detector: bool = True,
+    detector: str = "mtcnn",
 ) -> FaceRegion:
     """Decide where to obfuscate one image, failing closed.
 
@@ -375,21 +280,19 @@ def find_face_region(
         on_partial: one of `ON_PARTIAL`.
         use_detector: False skips the detector, so every image without a mask gets the
             fallback (the guarantee then does not depend on the detector's recall at all).
+        detector: which face detector, one of `DETECTORS` (`detect_faces`).
 
     Raises:
         PrivacyError: ``on_no_face="error"`` and no face region.
-        ValueError: an unknown ``on_no_face`` or ``on_partial``.
+        ValueError: an unknown ``on_no_face``, ``on_partial`` or ``detector``.
     """
-    if on_no_face not in ON_NO_FACE:
-        raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
-    if on_partial not in ON_PARTIAL:
-        raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
+    _check_policy(on_no_face, on_partial, detector)
     if face_mask is not None:
         given = _check_mask(face_mask, image.shape)
         if given.any():
             return FaceRegion(np.where(given, 255, 0).astype(np.uint8), "mask")
     if use_detector:
-        boxes = detect_faces(image)
+        boxes = detect_faces(image, detector=detector)
         if boxes:
             region = face_mask_from_boxes(image.shape, boxes)
             if on_partial != "faces":
@@ -425,6 +328,7 @@ class FaceObfuscator:
         on_no_face: the fallback for images without face mask and detected face (`ON_NO_FACE`).
         use_detector: try the face detector before the fallback.
         on_partial: what is obfuscated besides the detected faces (`ON_PARTIAL`).
+        detector: which face detector (`DETECTORS`).
     """
 
     def __init__(
@@ -433,17 +337,16 @@ class FaceObfuscator:
         on_no_face: str = "person",
         use_detector: bool = True,
         on_partial: str = "person",
+        detector: str = "mtcnn",
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-        if on_no_face not in ON_NO_FACE:
-            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
-        if on_partial not in ON_PARTIAL:
-            raise ValueError(f"on_partial must be one of {ON_PARTIAL}, got {on_partial!r}")
+        _check_policy(on_no_face, on_partial, detector)
         self.method = method
         self.on_no_face = on_no_face
         self.use_detector = use_detector
         self.on_partial = on_partial
+        self.detector = detector
 
     def __call__(
         self, image: np.ndarray, face_mask: np.ndarray | None, alpha: np.ndarray | None
@@ -463,6 +366,7 @@ class FaceObfuscator:
             on_no_face=self.on_no_face,
             on_partial=self.on_partial,
             use_detector=self.use_detector,
+            detector=self.detector,
         )
         mask = region.mask if region.mask is not None else np.full(image.shape[:2], 255, np.uint8)
         return obfuscate_faces(image, mask, method=self.method), mask > 0, region.source

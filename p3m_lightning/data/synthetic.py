@@ -18,9 +18,10 @@ image, as ``prepare_fgbg`` estimates them from the release's blurred images: ins
 mask both hold the blurred pixels, so no clear face reaches the composition loss of B-training
 (N-training on this set sees the blurred face in F and B there). Two caveats: files are
 byte-identical for a seed on one platform and library build (OpenCV's vectorised code may round
-differently elsewhere); and the Haar detector still fires on many blurred synthetic heads (a
-smooth skin oval framed by hair is face-like enough for it, even when filled flat), so
-`p3m_lightning.data.audit` flags this data although no identity is left to protect. Usage::
+differently elsewhere); and the Haar detector (``--detector haar``) still fires on many blurred
+synthetic heads (27 of 40 portraits at 400 x 320; a smooth skin oval framed by hair is
+face-like enough for it, even when filled flat), so `p3m_lightning.data.audit` with Haar flags
+this data although no identity is left to protect (MTCNN, the default, flags 1 of 40). Usage::
 
     python -m p3m_lightning.data.synthetic data/synthetic --n-train 24 --n-val 8
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from p3m_lightning.data import privacy
+from p3m_lightning.data import face_detection
 from p3m_lightning.data.audit import audit_split
 from p3m_lightning.data.privacy import (
     METHODS,
@@ -125,10 +125,10 @@ def test_missing_cascades_say_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path))
-    privacy._cascades.cache_clear()
+    face_detection._cascades.cache_clear()
     # A failed load is not cached, so the next test loads the real cascades again.
     with pytest.raises(FileNotFoundError, match=r"opencv-python-headless<5"):
-        detect_faces(np.zeros((32, 32, 3), np.uint8))
+        detect_faces(np.zeros((32, 32, 3), np.uint8), detector="haar")
 
 
 def test_audit_cli_flags_the_unblurred_image(small_astronaut: np.ndarray, tmp_path: Path) -> None:
