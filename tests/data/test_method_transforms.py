@@ -15,6 +15,7 @@ from p3m_lightning.methods.dim.transform import DIMTrainTransform, random_choose
 from p3m_lightning.methods.gca.transform import GCATrainTransform, gca_affine_matrix, gca_trimap
 from p3m_lightning.methods.gfm.transform import GFMTrainTransform
 from p3m_lightning.methods.indexnet.transform import IndexNetTrainTransform, indexnet_trimap
+from p3m_lightning.methods.lf.transform import LFTrainTransform, rotate_maps
 from p3m_lightning.methods.p3m_journal.transform import (
     JournalP3MTrainTransform,
     requantise_trimap,
@@ -22,7 +23,7 @@ from p3m_lightning.methods.p3m_journal.transform import (
 )
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-METHOD_TRANSFORMS = ("gca", "indexnet", "gfm", "dim", "p3m_journal")
+METHOD_TRANSFORMS = ("gca", "indexnet", "gfm", "dim", "p3m_journal", "lf")
 
 
 def _sample(height: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -267,3 +268,49 @@ def test_journal_crop_is_centred_on_the_drawn_pixel() -> None:
         # Centred on an unknown pixel of the band around column 250: the crop's middle column
         # (index 50) lies in that band (kernels 15..30 reach at most 15 pixels).
         assert 235 // 2 <= int(out["image"][0, 50, 0]) <= 265 // 2
+
+
+# LF --------------------------------------------------------------------------------------
+
+
+def test_lf_rotation_turns_every_map_alike_about_the_centre() -> None:
+    maps = _sample(101, 101)
+    maps["mask"] = (maps["alpha"] > 128).astype(np.uint8)
+    turned = rotate_maps(maps, 90.0)
+    # A quarter turn counter-clockwise of a square about its centre moves no pixel off grid.
+    for key, value in maps.items():
+        assert np.array_equal(turned[key], np.rot90(value)), key
+    assert turned["mask"].dtype == np.uint8 and set(np.unique(turned["mask"])) <= {0, 1}
+    # A small angle keeps the composition: every map is resampled alike, borders mirrored.
+    small = rotate_maps(_sample(120, 90), 11.0)
+    a = small["alpha"][..., None] / 255.0
+    composed = a * small["fg"] + (1 - a) * small["bg"]
+    fresh = _sample(120, 90)
+    a0 = fresh["alpha"][..., None] / 255.0
+    reference = a0 * fresh["fg"] + (1 - a0) * fresh["bg"]
+    # The sample's image is its own composition only up to 8-bit rounding; turning adds none.
+    assert np.abs(composed - small["image"]).max() <= np.abs(reference - fresh["image"]).max() + 2
+
+
+def test_lf_draws_angles_within_15_degrees_then_crops_as_p3m_net() -> None:
+    transform = LFTrainTransform(size=64, crop_sizes=(64, 100))
+    maps = _sample(150, 130)
+    angles = [float(np.random.default_rng(seed).uniform(-15, 15)) for seed in range(200)]
+    assert -15 <= min(angles) < -13 and 13 < max(angles) <= 15
+    for seed in (0, 1, 2):
+        # The first draw is the angle; the crop's draws follow from the same generator.
+        rng = np.random.default_rng(seed)
+        degrees = float(rng.uniform(-15, 15))
+        turned = rotate_maps(maps, degrees)
+        crop = LFTrainTransform(size=64, crop_sizes=(64, 100), max_degrees=0.0)
+        expected = super(LFTrainTransform, crop).__call__(
+            turned["image"], turned["alpha"], turned["fg"], turned["bg"], rng
+        )
+        out = _call(transform, maps, seed)
+        for key in expected:
+            assert np.array_equal(out[key], expected[key]), (seed, key)
+    assert not np.array_equal(
+        _call(transform, maps, 0)["alpha"], _call(transform, maps, 1)["alpha"]
+    )
+    with pytest.raises(ValueError, match="max_degrees"):
+        LFTrainTransform(max_degrees=-1)
