@@ -145,9 +145,16 @@ def step_ratios(
     return statistics.median(base), ratios
 
 
-def run(batch_size: int = 2, size: int = 256, rounds: int = 5, steps: int = 5) -> None:
-    """Print each setting's training step against the NCHW step, and its loss trajectory's
-    largest relative difference from the NCHW one."""
+def run(
+    batch_size: int = 2,
+    size: int = 256,
+    rounds: int = 3,
+    steps: int = 5,
+    trajectory_size: int = 128,
+) -> None:
+    """Print each setting's training step against the NCHW step (``size`` crops), and its loss
+    trajectory's largest relative difference from the NCHW one (``trajectory_size`` crops,
+    smaller to keep ``make bench`` to minutes)."""
     print(
         f"== P3M-Net training step (forward, loss, backward, Adam lr {LR:g}), batch "
         f"{batch_size} x 3 x {size} x {size}, full width, {torch.get_num_threads()} threads =="
@@ -156,13 +163,18 @@ def run(batch_size: int = 2, size: int = 256, rounds: int = 5, steps: int = 5) -
     net = P3MNet().train()
     batch = portrait_batch(batch_size, size)
     base_s, ratios = step_ratios(net, SETTINGS, batch, rounds)
-    trajectories = {name: loss_trajectory(net, s, batch, steps) for name, s in SETTINGS.items()}
+    small = portrait_batch(batch_size, trajectory_size)
+    trajectories = {name: loss_trajectory(net, s, small, steps) for name, s in SETTINGS.items()}
     print(f"NCHW step: {base_s:.2f} s (median of {rounds}); ratios are medians of per-round ratios")
+    print(f"loss trajectories: {steps} steps at {trajectory_size}x{trajectory_size}")
     print(f"{'setting':<28}{'step vs NCHW':>14}{'speed-up':>10}{'loss max rel. diff':>20}")
     for name, ratio in ratios.items():
         diff = max_relative_difference(trajectories[name], trajectories[BASELINE])
         print(f"{name:<28}{ratio:>14.3f}{1 / ratio:>9.2f}x{diff:>20.1e}")
-    print(f"NCHW loss trajectory over {steps} steps: " + ", ".join(f"{v:.6f}" for v in trajectories[BASELINE]))
+    print(
+        f"NCHW loss trajectory over {steps} steps: "
+        + ", ".join(f"{v:.6f}" for v in trajectories[BASELINE])
+    )
 
 
 if __name__ == "__main__":
