@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format bench clean
+.PHONY: help install train test test-fast lint format bench bench-gpu clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,8 +35,11 @@ format: $(STAMP) ## Format and fix with ruff
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: $(STAMP) ## Print speed figures (model, metrics, data, prediction)
+bench: $(STAMP) ## Print speed figures (model, metrics, data, prediction, training step)
 	$(PY) -m p3m_lightning.bench
+
+bench-gpu: $(STAMP) ## GPU training/prediction figures to bench_gpu.json (a CPU dry run without CUDA)
+	$(PY) -m p3m_lightning.bench gpu
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

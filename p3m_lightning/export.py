@@ -35,8 +35,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from p3m_lightning.atomic import atomic_path
@@ -297,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         print(USAGE)
         return 0
+    # Only the command line needs OmegaConf: export_onnx runs where it is not installed
+    # (ONNX Runtime's backend, the GPU benchmark's bare image).
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         cfg = OmegaConf.create(DEFAULTS)
         OmegaConf.set_struct(cfg, True)  # an unknown key is a usage error
