@@ -234,3 +234,117 @@ def test_inference_path_imports_no_heavy_packages() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.strip() == "[]", out
+
+
+def _conv1_heights(model: P3MNet) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    heights: list[int] = []
+    handle = model.encoder.conv1.register_forward_hook(
+        lambda m, a, o: heights.append(a[0].shape[-2])
+    )
+    return heights, handle
+
+
+@pytest.mark.parametrize("fuse_bn", [False, True])
+@pytest.mark.parametrize("band_rows", [4, 12, 64])
+def test_banded_local_pass_equals_whole_map_bit_for_bit(
+    golden_checkpoint, fuse_bn: bool, band_rows: int
+) -> None:
+    # 288 rows: 144 stride-2 rows, bands narrower than the halo (4), not dividing the map
+    # (12, 64: a shorter last band), the first and last bands at the image borders.
+    model = load_model(golden_checkpoint, fuse_bn=fuse_bn)
+    x = torch.randn(2, 3, 288, 96, generator=torch.Generator().manual_seed(1))
+    heights, handle = _conv1_heights(model)
+    with torch.inference_mode():
+        whole = model(x, outputs=("local",), band_rows=0)["local"]
+        assert heights == [288]
+        heights.clear()
+        banded = model(x, outputs=("local",), band_rows=band_rows)["local"]
+    handle.remove()
+    # The image in bands (with conv1's context), 144 / band_rows of them.
+    assert max(heights) < 288 and len(heights) == -(-144 // band_rows)
+    assert banded.shape == whole.shape
+    assert torch.equal(banded, whole)
+
+
+def test_banded_local_pass_in_nchw_equals_whole_map(golden_checkpoint) -> None:
+    model = load_model(golden_checkpoint).to(memory_format=torch.contiguous_format)
+    x = torch.randn(1, 3, 160, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        whole = model(x, outputs=("local",), band_rows=0)["local"]
+        assert torch.equal(model(x, outputs=("local",), band_rows=8)["local"], whole)
+
+
+def test_local_pass_is_banded_only_without_gradients_and_outside_tracing(
+    golden_checkpoint,
+) -> None:
+    from p3m_lightning.export import _traceable_max_unpool
+
+    model = load_model(golden_checkpoint).requires_grad_(False)  # traceable
+    x = torch.randn(1, 3, 64, 64)
+    heights, handle = _conv1_heights(model)
+    with torch.no_grad():
+        model(x, outputs=("local",), band_rows=4)
+        assert max(heights) < 64
+        heights.clear()
+        with _traceable_max_unpool():
+            # check_trace would run the function again untraced, which bands.
+            torch.jit.trace(
+                lambda image: model(image, outputs=("local",), band_rows=4)["local"],
+                x,
+                check_trace=False,
+            )
+        assert [int(h) for h in heights] == [64]
+        heights.clear()
+        # Other outputs, or a map no taller than one band, run whole.
+        model(x, outputs=("local", "side0"), band_rows=4)
+        model(x, outputs=("local",), band_rows=32)
+        assert heights == [64, 64]
+        heights.clear()
+    with torch.enable_grad():
+        model(x.requires_grad_(), outputs=("local",), band_rows=4)
+    handle.remove()
+    assert heights == [64]
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model(x, outputs=("local",), band_rows=6)
+
+
+@pytest.mark.slow
+def test_banded_local_pass_at_photo_size_equals_whole_map_in_less_memory(tmp_path) -> None:
+    # The size HYBRID's full pass has on a 1080x1920 photo; random weights, BN folded, as
+    # prediction runs it. Each pass runs in a fresh process: ru_maxrss is the peak.
+    torch.manual_seed(0)
+    from p3m_lightning.methods.p3m_net.published import save_published
+
+    save_published(P3MNet(), tmp_path / "p3mnet.pth")
+    code = (
+        "import resource, sys, torch\n"
+        "from p3m_lightning.models.checkpoint import load_model\n"
+        "m = load_model(sys.argv[1], fuse_bn=True)\n"
+        "x = torch.randn(1, 3, 1056, 1600, generator=torch.Generator().manual_seed(3))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "with torch.inference_mode():\n"
+        "    local = m(x, outputs=('local',), band_rows=int(sys.argv[2]))['local']\n"
+        "torch.save(local, sys.argv[3])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    grown = {}
+    for rows in (0, 128):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(tmp_path / "p3mnet.pth"),
+                str(rows),
+                str(tmp_path / f"local{rows}.pt"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+        grown[rows] = int(out.split()[-1]) / 1024  # MiB
+    whole, banded = torch.load(tmp_path / "local0.pt"), torch.load(tmp_path / "local128.pt")
+    assert torch.equal(banded, whole)
+    # Measured on 2 cores: the whole map raises the peak by about 1500 MiB, bands by 600-900.
+    assert grown[128] < 0.7 * grown[0], grown
