@@ -146,3 +146,29 @@ def test_key_problems_are_reported_by_name(tmp_path, golden_state) -> None:
     assert "missing keys: decoder_final_l.bias" in message
     assert "unexpected keys: tfi_3.extra.weight" in message
     assert "decoder0_g.0.weight (64, 64, 1, 1) != (64, 64, 3, 3)" in message
+
+
+def test_loading_takes_the_files_tensors_in_the_networks_layout(tmp_path) -> None:
+    torch.manual_seed(0)
+    source = P3MNet().eval()
+    path = tmp_path / "p3mnet.pth"
+    save_published(source, path)
+    net = load_model(path)
+    for (name, expected), loaded in zip(
+        source.state_dict().items(), net.state_dict().values(), strict=True
+    ):
+        assert loaded.dtype == expected.dtype and torch.equal(loaded, expected), name
+    conv = net.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and conv.requires_grad
+    assert [p.requires_grad for p in net.parameters()] == [
+        p.requires_grad for p in source.parameters()
+    ]
+    # A half-precision file loads as the float32 network it describes.
+    half = {k: v.half() if v.is_floating_point() else v for k, v in to_published(source).items()}
+    torch.save({"state_dict": half}, tmp_path / "half.pth")
+    assert load_model(tmp_path / "half.pth").encoder.conv1.weight.dtype == torch.float32
+    # A caller's network is loaded into, its parameters kept.
+    given = P3MNet()
+    weight = given.encoder.conv1.weight
+    assert load_model(path, net=given).encoder.conv1.weight is weight
+    assert torch.equal(weight, source.encoder.conv1.weight)

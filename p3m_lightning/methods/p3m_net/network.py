@@ -46,9 +46,15 @@ def _unpool(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """2x max-unpooling of ``x`` by a 3x3 / stride-2 pool's ``indices``.
 
     Overlapping 3x3 pools give duplicate indices; NCHW unpooling resolves them in a fixed order
-    (as the reference), channels-last unpooling races on them.
+    (as the reference), channels-last unpooling races on them. Outside tracing, aten's op is
+    called directly: ``F.max_unpool2d``'s size check imports sympy on its first use (about
+    0.2 s of a process's start); a trace needs ``F.max_unpool2d``, which records the output
+    size as computed from ``x`` (an export with dynamic sizes).
     """
-    return F.max_unpool2d(x.contiguous(), indices, kernel_size=2, stride=2)
+    x = x.contiguous()
+    if torch.jit.is_tracing():
+        return F.max_unpool2d(x, indices, kernel_size=2, stride=2)
+    return torch.ops.aten.max_unpool2d(x, indices, [2 * x.shape[-2], 2 * x.shape[-1]])
 
 
 def _unpool_level(indices: list[torch.Tensor], x: torch.Tensor, level: int) -> torch.Tensor:
