@@ -55,28 +55,50 @@ GEMM_SIZE = 2048
 """Side of the square fp32 matmul whose rate is the floor's (about 0.1 s on 2 cores)."""
 
 
-def _run(args: list[str], workdir: Path) -> tuple[float, float]:
-    """Run ``python ARGS`` in a fresh process; returns (seconds, peak RSS in GB).
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    f.write(f"{seconds} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+"""Runs a command and writes its seconds, peak RSS and exit status to a file. A process
+inherits its parent's resident size at fork (Linux keeps it in ``ru_maxrss`` across exec), so
+the command is forked from this small launcher, not from a caller that may hold gigabytes."""
+
+
+def run_python(
+    args: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Run ``python ARGS`` in a fresh process; returns (seconds, its own peak RSS in GB).
+
+    Args:
+        args: the arguments after ``python``.
+        workdir: where the command's output and the measurement are written.
+        env: its environment; default this process's, ONNX graphs cached in ``workdir``.
 
     Raises:
         RuntimeError: the command failed (its output is in the message).
     """
     out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+    result = workdir / "measured.txt"
+    # Exported ONNX graphs go to the benchmark's own folder, not the user's cache.
+    env = env if env is not None else {**os.environ, "P3M_CACHE_DIR": str(workdir / "cache")}
+    launcher = [sys.executable, "-S", "-c", _LAUNCHER, str(result), sys.executable, *args]
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        start = time.perf_counter()
-        # Exported ONNX graphs go to the benchmark's own folder, not the user's cache.
-        env = {**os.environ, "P3M_CACHE_DIR": str(workdir / "cache")}
-        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, cwd=ROOT, env=env)
-        # wait4, unlike Popen.wait, returns the child's resource usage: its own peak RSS.
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+        subprocess.run(launcher, stdout=out, stderr=err, cwd=ROOT, env=env, check=True)
+    seconds, maxrss, status = result.read_text().split()
+    if int(status) != 0:
         raise RuntimeError(
             f"python {' '.join(args)} failed:\n{out_path.read_text()}{err_path.read_text()}"
         )
     # ru_maxrss is in KiB on Linux, bytes on macOS.
-    rss_bytes = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return seconds, rss_bytes / 1e9
+    rss_bytes = int(maxrss) * (1 if sys.platform == "darwin" else 1024)
+    return float(seconds), rss_bytes / 1e9
 
 
 def strategy_gflop(ckpt: Path, photo: Path, strategy: str) -> float:
@@ -149,21 +171,21 @@ def run(repeats: int = REPEATS, folder_photos: int = FOLDER_PHOTOS) -> None:
         out.mkdir()
 
         # The first onnxruntime run exports the graphs to the cache; later runs load them.
-        export_s, _ = _run(_ours(ckpt, first, out, "hybrid", "onnxruntime"), workdir)
-        _run(_ours(ckpt, first, out, "resize", "onnxruntime"), workdir)
+        export_s, _ = run_python(_ours(ckpt, first, out, "hybrid", "onnxruntime"), workdir)
+        run_python(_ours(ckpt, first, out, "resize", "onnxruntime"), workdir)
         gflop = {s: strategy_gflop(ckpt, first, s) for s in ("resize", "hybrid")}
         best: dict[tuple[str, str], tuple[float, float]] = {}
         gemm, startup_s = 0.0, float("inf")
         for _ in range(repeats):
             gemm = max(gemm, gemm_gflops())
-            startup_s = min(startup_s, _run(["-c", "import torch"], workdir)[0])
+            startup_s = min(startup_s, run_python(["-c", "import torch"], workdir)[0])
             for strategy in ("resize", "hybrid"):
                 for who, args in (
                     ("reference", _reference(ckpt, first, out, strategy)),
                     ("ours", _ours(ckpt, first, out, strategy)),
                     ("onnxruntime", _ours(ckpt, first, out, strategy, "onnxruntime")),
                 ):
-                    seconds, rss = _run(args, workdir)
+                    seconds, rss = run_python(args, workdir)
                     old = best.get((who, strategy), (float("inf"), 0.0))
                     best[(who, strategy)] = (min(old[0], seconds), max(old[1], rss))
         print(
@@ -210,10 +232,12 @@ def run(repeats: int = REPEATS, folder_photos: int = FOLDER_PHOTOS) -> None:
             shutil.copy(photos / f"photo{i:02d}.jpg", folder)
         single_s = 0.0
         for i in range(SINGLE_PHOTOS):
-            seconds, _ = _run(_ours(ckpt, photos / f"photo{i:02d}.jpg", out, "hybrid"), workdir)
+            seconds, _ = run_python(
+                _ours(ckpt, photos / f"photo{i:02d}.jpg", out, "hybrid"), workdir
+            )
             single_s += seconds
         single_rate = SINGLE_PHOTOS / single_s
-        folder_s, folder_rss = _run(_ours(ckpt, folder, out, "hybrid"), workdir)
+        folder_s, folder_rss = run_python(_ours(ckpt, folder, out, "hybrid"), workdir)
         folder_rate = folder_photos / folder_s
         speedup = folder_rate / single_rate
         # The folder's floor: one start-up, then every photo's network at the GEMM rate.
