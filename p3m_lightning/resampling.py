@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.ndimage as ndi
 
 VERSIONS = ("0.14", "0.17")
 """The scikit-image versions whose ``resize`` defaults are reproduced."""
@@ -154,6 +153,10 @@ def _gaussian_antialias(image: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """scikit-image 0.17's anti-aliasing: ``gaussian_filter(mode="mirror", truncate=4)`` with
     sigma ``max(0, (factor - 1) / 2)``, one axis at a time, each written in the input's dtype
     (8-bit results truncated toward zero before the next axis)."""
+    # Imported here: scipy.ndimage takes about 0.2 s to import, and only this resize
+    # (scikit-image 0.17's, the journal P3M-Nets' official procedure) needs it.
+    import scipy.ndimage as ndi
+
     out = image
     for axis, factor in enumerate(factors):
         sigma = max(0.0, (float(factor) - 1.0) / 2.0)

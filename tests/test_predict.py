@@ -258,3 +258,40 @@ def test_trimap_based_model_takes_a_trimap_per_photo(
     from p3m_lightning.predict import find_guide
 
     assert find_guide(photos / "a_trimap.png", "trimap", str(photos)) is None
+
+
+@pytest.mark.slow
+def test_hybrid_on_a_1080p_photo_peaks_under_2gb_with_the_unbanded_matte(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    import os
+    from functools import partial
+
+    from p3m_lightning.api import Matter
+    from p3m_lightning.bench.predict import run_python
+    from p3m_lightning.data.synthetic import render_portrait
+    from p3m_lightning.methods.p3m_net.network import P3MNet
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(render_portrait(1080, 1920, np.random.default_rng(0)).image).save(
+        photo, quality=95
+    )
+    out = tmp_path / "out"
+    # The whole predict.py process at 2 threads (oneDNN's buffers grow with the thread count),
+    # forked from a small launcher (a child inherits its parent's resident size in ru_maxrss);
+    # measured 1.55-1.66 GB at 1 and 2 threads on the 2-core VM, 2.57-2.65 GB before banding.
+    _, peak_gb = run_python(
+        [str(ROOT / "predict.py"), f"ckpt_path={ckpt}", f"input={photo}", f"output={out}"]
+        + ["strategy=hybrid"],
+        tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    assert peak_gb <= 2.0, peak_gb
+
+    matter = Matter(ckpt, strategy="hybrid")
+    banded = matter.predict(photo)
+    # The full-size pass with its stride-1 and stride-2 maps whole, as before banding.
+    matter.model.forward = partial(P3MNet.forward, matter.model, band_rows=0)
+    whole = matter.predict(photo)
+    assert np.array_equal(banded, whole)
+    assert np.array_equal(np.asarray(Image.open(out / "photo_alpha.png")), alpha_to_uint8(whole))

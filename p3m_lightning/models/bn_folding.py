@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Parent-module attribute pairs (conv, BN) used by ResNet blocks and the P3M integration blocks.
 _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))
@@ -12,6 +12,25 @@ _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))
 def _foldable(conv: object, bn: object) -> bool:
     # Exactly BatchNorm2d: subclasses such as timm's BatchNormAct2d also apply an activation.
     return isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d
+
+
+@torch.no_grad()
+def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode ``bn`` into the ``conv`` before it, in place.
+
+    The arithmetic of ``torch.nn.utils.fusion.fuse_conv_bn_weights``, operation for operation
+    (so the same values to the bit), without its copy of the convolution: the weight is
+    scaled where it lies, which leaves no freed copies of the weights behind in the
+    process's heap (about 200 MB of resident memory for P3M-Net).
+    """
+    rsqrt = torch.rsqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(rsqrt)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(rsqrt)
+    conv.weight.mul_((gamma * rsqrt).reshape(-1, 1, 1, 1))
+    conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = nn.Parameter(
+        (conv_bias - bn.running_mean) * rsqrt * gamma + beta, conv.weight.requires_grad
+    )
 
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
@@ -29,13 +48,13 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if isinstance(module, nn.Sequential):
             children = list(module._modules.items())
-            for (conv_name, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
+            for (_, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
                 if _foldable(conv, bn):
-                    module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                    fold_bn_into_conv(conv, bn)
                     module._modules[bn_name] = nn.Identity()
         for conv_name, bn_name in _NAMED_PAIRS:
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if _foldable(conv, bn):
-                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                fold_bn_into_conv(conv, bn)
                 setattr(module, bn_name, nn.Identity())
     return model

@@ -70,9 +70,22 @@ def architecture_record(
 
 
 def load_state_into(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str, name: str = "P3M-Net"
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    name: str = "P3M-Net",
+    assign: bool = False,
 ) -> None:
     """Load ``state`` (this project's names) into ``model`` strictly, reporting by name.
+
+    Args:
+        model: the network.
+        state: its weights and buffers.
+        source: the file, for messages.
+        name: the architecture, for messages.
+        assign: make ``state``'s tensors the model's (``nn.Module.load_state_dict``'s
+            ``assign``) instead of copying them into it: for a freshly built model whose
+            ``state`` has its dtypes and memory formats (``_like_own``).
 
     Raises:
         CheckpointError: naming missing, unexpected and mis-shaped keys.
@@ -103,7 +116,23 @@ def load_state_into(
             + "; ".join(problems)
             + hint
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
+
+
+def _like_own(
+    state: dict[str, torch.Tensor], model: nn.Module, channels_last: bool
+) -> dict[str, torch.Tensor]:
+    """``state`` in ``model``'s dtypes, 4-D tensors channels-last where ``channels_last``:
+    what ``load_state_dict(assign=True)`` may take as the model's own tensors."""
+    own = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key in own and isinstance(value, torch.Tensor):
+            value = value.to(own[key].dtype)
+            if channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
 
 
 @dataclass
@@ -191,6 +220,7 @@ def load_checkpoint(
     legacy = raw.get(LEGACY_ARCH_KEY)
     state = _net_state(raw, path)
     strategy = None
+    given = net is not None
     if net is not None:
         name = architecture_of(net).name
     elif isinstance(record, dict):
@@ -205,12 +235,20 @@ def load_checkpoint(
         net = build_architecture(name, architecture_config, str(path))
     entry = get_architecture(name)
     state = entry.from_published(state)
-    load_state_into(net, state, str(path), "P3M-Net" if name == DEFAULT_ARCHITECTURE else name)
-    net = net.to(map_location).eval()
     # The memory format the network was evaluated in, so that its figures are recomputed
     # exactly (a file that does not say: the architecture's fast inference layout).
     recorded = record.get("channels_last") if isinstance(record, dict) else None
     channels_last = bool(entry.channels_last if recorded is None else recorded)
+    # A network built here takes the file's tensors as its own (already in its layout)
+    # rather than copying them into its random initial weights: one copy of the weights
+    # fewer, in time (about 0.5 s for P3M-Net) and in peak memory. A caller's ``net`` keeps
+    # its own parameters.
+    assign = not given
+    if assign:
+        state = _like_own(state, net, channels_last)
+    label = "P3M-Net" if name == DEFAULT_ARCHITECTURE else name
+    load_state_into(net, state, str(path), label, assign=assign)
+    net = net.to(map_location).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if fuse_bn and name == DEFAULT_ARCHITECTURE:

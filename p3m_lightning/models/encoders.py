@@ -104,8 +104,22 @@ class ResNet34MP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``x``: ``(B, 3, H, W)`` normalised image -> six features and five pool indices."""
-        e0 = self.relu(self.bn1(self.conv1(x)))
+        e0 = self.stem(x)
         e0p, id0 = self.pool(e0)
+        deeper, indices = self.body(e0p)
+        return [e0, e0p, *deeper], [id0, *indices]
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-1 feature e0, ``(B, 64, H, W)``; each row depends on 7 rows of ``x``."""
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def body(self, e0p: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """From the pooled e0 (stride 2) on: the features e1..e4 (strides 4..32) and the pool
+        indices id1..id4.
+
+        Split from ``forward`` so that P3M-Net can compute e0 and its pooling in bands of rows
+        and go on from the pooled map (``P3MNet.forward``).
+        """
         e1p, id1 = self.pool(e0p)
         e1 = self.layer1(e1p)
         e2p, id2 = self.pool(e1)
@@ -114,7 +128,7 @@ class ResNet34MP(nn.Module):
         e3 = self.layer3(e3p)
         e4p, id4 = self.pool(e3)
         e4 = self.layer4(e4p)
-        return [e0, e0p, e1, e2, e3, e4], [id0, id1, id2, id3, id4]
+        return [e1, e2, e3, e4], [id1, id2, id3, id4]
 
     def arch_config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture (weights not included)."""

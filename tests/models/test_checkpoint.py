@@ -168,3 +168,29 @@ def test_load_weights_fills_a_built_network_from_each_format(tmp_path, golden_ch
         load_weights(P3MNet(), project)
     with pytest.raises(CheckpointError, match="last.ckpt: does not match the gfm architecture"):
         load_weights(GFMNet(width=4), project)
+
+
+def test_loading_takes_the_files_tensors_in_the_networks_layout(tmp_path) -> None:
+    torch.manual_seed(0)
+    source = P3MNet().eval()
+    path = tmp_path / "p3mnet.pth"
+    save_published(source, path)
+    net = load_model(path)
+    for (name, expected), loaded in zip(
+        source.state_dict().items(), net.state_dict().values(), strict=True
+    ):
+        assert loaded.dtype == expected.dtype and torch.equal(loaded, expected), name
+    conv = net.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and conv.requires_grad
+    assert [p.requires_grad for p in net.parameters()] == [
+        p.requires_grad for p in source.parameters()
+    ]
+    # A half-precision file loads as the float32 network it describes.
+    half = {k: v.half() if v.is_floating_point() else v for k, v in to_published(source).items()}
+    torch.save({"state_dict": half}, tmp_path / "half.pth")
+    assert load_model(tmp_path / "half.pth").encoder.conv1.weight.dtype == torch.float32
+    # A caller's network is loaded into, its parameters kept.
+    given = P3MNet()
+    weight = given.encoder.conv1.weight
+    assert load_model(path, net=given).encoder.conv1.weight is weight
+    assert torch.equal(weight, source.encoder.conv1.weight)

@@ -226,11 +226,87 @@ def test_inference_path_imports_no_heavy_packages() -> None:
         "import p3m_lightning.api, p3m_lightning.inference, p3m_lightning.imageio\n"
         "from p3m_lightning.methods.p3m_net.network import P3MNet\n"
         "from p3m_lightning.models.encoders import ResNet34MP\n"
-        "ResNet34MP(); P3MNet()\n"
-        "heavy = ('torchvision', 'pytorch_lightning', 'lightning', 'wandb', 'timm')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        "import torch\n"
+        "with torch.inference_mode():\n"
+        "    P3MNet().eval()(torch.zeros(1, 3, 64, 64))\n"
+        # scipy and sympy: imported by official resizing and by F.max_unpool2d's size check.
+        "heavy = ('torchvision', 'pytorch_lightning', 'lightning', 'wandb', 'timm', 'scipy',"
+        " 'sympy')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.strip() == "[]", out
+
+
+def _conv1_heights(model: P3MNet) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    heights: list[int] = []
+    handle = model.encoder.conv1.register_forward_hook(
+        lambda m, a, o: heights.append(a[0].shape[-2])
+    )
+    return heights, handle
+
+
+@pytest.mark.parametrize("fuse_bn", [False, True])
+@pytest.mark.parametrize("band_rows", [4, 12, 64])
+def test_banded_local_pass_equals_whole_map_bit_for_bit(
+    golden_checkpoint, fuse_bn: bool, band_rows: int
+) -> None:
+    # 288 rows: 144 stride-2 rows, bands narrower than the halo (4), not dividing the map
+    # (12, 64: a shorter last band), the first and last bands at the image borders.
+    model = load_model(golden_checkpoint, fuse_bn=fuse_bn)
+    x = torch.randn(2, 3, 288, 96, generator=torch.Generator().manual_seed(1))
+    heights, handle = _conv1_heights(model)
+    with torch.inference_mode():
+        whole = model(x, outputs=("local",), band_rows=0)["local"]
+        assert heights == [288]
+        heights.clear()
+        banded = model(x, outputs=("local",), band_rows=band_rows)["local"]
+    handle.remove()
+    # The image in bands (with conv1's context), 144 / band_rows of them.
+    assert max(heights) < 288 and len(heights) == -(-144 // band_rows)
+    assert banded.shape == whole.shape
+    assert torch.equal(banded, whole)
+
+
+def test_banded_local_pass_in_nchw_equals_whole_map(golden_checkpoint) -> None:
+    model = load_model(golden_checkpoint).to(memory_format=torch.contiguous_format)
+    x = torch.randn(1, 3, 160, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        whole = model(x, outputs=("local",), band_rows=0)["local"]
+        assert torch.equal(model(x, outputs=("local",), band_rows=8)["local"], whole)
+
+
+def test_local_pass_is_banded_only_without_gradients_and_outside_tracing(
+    golden_checkpoint,
+) -> None:
+    from p3m_lightning.export import _traceable_max_unpool
+
+    model = load_model(golden_checkpoint).requires_grad_(False)  # traceable
+    x = torch.randn(1, 3, 64, 64)
+    heights, handle = _conv1_heights(model)
+    with torch.no_grad():
+        model(x, outputs=("local",), band_rows=4)
+        assert max(heights) < 64
+        heights.clear()
+        with _traceable_max_unpool():
+            # check_trace would run the function again untraced, which bands.
+            torch.jit.trace(
+                lambda image: model(image, outputs=("local",), band_rows=4)["local"],
+                x,
+                check_trace=False,
+            )
+        assert [int(h) for h in heights] == [64]
+        heights.clear()
+        # Other outputs, or a map no taller than one band, run whole.
+        model(x, outputs=("local", "side0"), band_rows=4)
+        model(x, outputs=("local",), band_rows=32)
+        assert heights == [64, 64]
+        heights.clear()
+    with torch.enable_grad():
+        model(x.requires_grad_(), outputs=("local",), band_rows=4)
+    handle.remove()
+    assert heights == [64]
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model(x, outputs=("local",), band_rows=6)

@@ -30,3 +30,20 @@ def test_trimap_levels_and_shape_check() -> None:
     assert fg.flatten().tolist() == [False, False, True]
     with pytest.raises(ValueError, match="trimap_guided"):
         trimap_guided(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+def test_fuse_and_hybrid_trimap_take_the_first_maximum_as_argmax() -> None:
+    from p3m_lightning.methods.p3m_net.inference import _trimap_levels
+    from p3m_lightning.models.trimap_guided import fuse
+
+    # Exact ties between every pair of classes and all three, and untied pixels.
+    logits = torch.tensor(
+        [[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [3.0, 0.0, 3.0], [5.0, 5.0, 5.0], [0.0, 1.0, 7.0]]
+    ).T.reshape(1, 3, 1, 5)
+    argmax = logits.argmax(dim=1, keepdim=True)
+    assert argmax.flatten().tolist() == [0, 1, 0, 0, 2]
+    local = torch.full((1, 1, 1, 5), 0.25)
+    expected = torch.where(argmax == 1, local, (argmax == 2).float())
+    assert torch.equal(fuse(logits, local), expected)
+    levels = _trimap_levels(logits)
+    assert levels.flatten().tolist() == [0, 128, 0, 0, 255]

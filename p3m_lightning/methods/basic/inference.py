@@ -14,7 +14,6 @@ from collections.abc import Mapping
 
 import cv2
 import numpy as np
-import scipy.ndimage as ndi
 import torch
 from torch import Tensor, nn
 
@@ -111,6 +110,10 @@ def largest_component(alpha: np.ndarray) -> np.ndarray | None:
         The masked alpha, or ``None`` when no pixel exceeds 0.05 (the script then skips the
         image and writes no matte).
     """
+    # Imported here: scipy.ndimage takes about 0.2 s to import, and the strategies'
+    # allow-list imports this module in every prediction process.
+    import scipy.ndimage as ndi
+
     labels, count = ndi.label(alpha > _COMPONENT_ABOVE, structure=np.ones((3, 3), dtype=int))
     if count == 0:
         return None

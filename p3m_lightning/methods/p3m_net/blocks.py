@@ -73,9 +73,14 @@ class TFI(nn.Module):
         self, semantic: torch.Tensor, matting: torch.Tensor, encoder: torch.Tensor
     ) -> torch.Tensor:
         """All inputs and the output: ``(B, p, h, w)``."""
-        x = torch.cat(
-            (self.transform(semantic), self.transform(matting), self.transform(encoder)), dim=1
-        )
+        return self.merge(semantic, matting, self.transform(encoder))
+
+    def merge(
+        self, semantic: torch.Tensor, matting: torch.Tensor, encoder_feature: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` with the encoder feature already transformed (``self.transform(encoder)``,
+        ``(B, p/2, h, w)``): a caller can keep that half-width map instead of the encoder's."""
+        x = torch.cat((self.transform(semantic), self.transform(matting), encoder_feature), dim=1)
         return self.relu(self.bn1(self.conv1(x)))
 
 
@@ -100,7 +105,17 @@ class SBFI(nn.Module):
 
     def forward(self, matting: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
         """``matting``: ``(B, p, H/s, W/s)``; ``e0``: ``(B, c0, H, W)``; output like ``matting``."""
-        x = torch.cat((self.transform1(matting), self.transform2(self.maxpool(e0))), dim=1)
+        return self.merge(matting, self.e0_feature(e0))
+
+    def e0_feature(self, e0: torch.Tensor) -> torch.Tensor:
+        """What this block takes of e0: its 2x2 samples every ``stride`` pixels, transformed,
+        ``(B, p/2, H/s, W/s)``."""
+        return self.transform2(self.maxpool(e0))
+
+    def merge(self, matting: torch.Tensor, e0_feature: torch.Tensor) -> torch.Tensor:
+        """``forward`` with ``e0_feature(e0)`` computed beforehand: a caller that takes it
+        early can free e0, the largest map of the network."""
+        x = torch.cat((self.transform1(matting), e0_feature), dim=1)
         return self.relu(self.bn1(self.conv1(x))) + matting
 
 
