@@ -314,6 +314,8 @@ def test_where_data_lives_and_how_the_run_executes_leave_the_recipe_alone(tmp_pa
         "trainer.precision=32-true",
         "hydra.run.dir=/tmp/run",
         "model.channels_last=true",
+        "data.face_detector=haar",
+        "data.on_partial=head",
     ]
     base = compose_cfg(tmp_path, PUBLISHED_B)
     same = compose_cfg(tmp_path, [*PUBLISHED_B, *operational])
